@@ -1,0 +1,166 @@
+"""The command line: the only place that parses argv and turns errors into exit codes.
+
+Every `serve` flag is generated from the setting declarations in
+`config/settings.py`; nothing here names a setting by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from unbroken import __version__
+from unbroken.config import Config, ConfigError, load_config
+from unbroken.config.settings import declarations
+from unbroken.control.client import ControlUnavailable, call
+from unbroken.control.paths import default_control_path
+from unbroken.control.protocol import Reply
+from unbroken.sockets import AddressError, parse_address
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake of the user's: reported in one line, no traceback."""
+
+
+def _checked(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error}") from None
+
+    convert.__name__ = name  # argparse names the type in its message
+    return convert
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    for field, declaration in declarations():
+        if field.name == "app":
+            parser.add_argument("app", nargs="?", help=declaration.help)
+            continue
+        parser.add_argument(
+            *declaration.flags, dest=field.name, default=None,
+            action="append" if declaration.repeatable else "store",
+            type=_checked(field.name, declaration.parse),
+            metavar=declaration.metavar, help=f"{declaration.help} (default: {field.default})",
+        )
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control", metavar="PATH", help="control socket of the service")
+    parser.add_argument("-n", "--name", default="unbroken",
+                        help="service name, for the default control path")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unbroken",
+        description="A Python application server whose reloads never break a request.")
+    parser.add_argument("--version", action="version", version=f"unbroken {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_settings(commands.add_parser("serve", help="serve an app and reload it safely"))
+    reload = commands.add_parser("reload", help="roll in the code on disk; wait for the verdict")
+    status = commands.add_parser("status", help="show the generation and every worker")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    stop = commands.add_parser("stop", help="drain and stop the service")
+    stop.add_argument("--quick", action="store_true", help="do not wait for in-flight requests")
+    scale = commands.add_parser("scale", help="set the number of workers")
+    scale.add_argument("workers", type=int)
+    for sub in (reload, status, stop, scale):
+        _add_target(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[arguments.command](arguments)
+    except (UsageError, ConfigError, AddressError, ControlUnavailable) as error:
+        print(f"unbroken: {error}", file=sys.stderr)
+        return EXIT_USAGE if not isinstance(error, ControlUnavailable) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve_config(arguments: argparse.Namespace) -> Config:
+    values = {field.name: getattr(arguments, field.name) for field, _ in declarations()}
+    if values["bind"] is not None:
+        values["bind"] = tuple(values["bind"])
+    config = load_config(values)
+    if not config.app:
+        raise UsageError("serve needs an APP, e.g. `unbroken serve myproject.wsgi:application`")
+    if ":" not in config.app:
+        raise UsageError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
+    for address in config.bind:
+        parse_address(address)
+    return config
+
+
+def serve(arguments: argparse.Namespace) -> int:
+    # Imported here: the client commands should not pay for the master's imports.
+    from unbroken.logs import configure_logging
+    from unbroken.master.arbiter import Master, StartupFailed
+
+    config = _serve_config(arguments)
+    configure_logging(config.log_level)
+    try:
+        return Master(config).run()
+    except StartupFailed as failure:
+        print(f"unbroken: startup failed: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _control_path(arguments: argparse.Namespace) -> str:
+    return str(arguments.control or default_control_path(arguments.name))
+
+
+def _print_progress(reply: Reply) -> None:
+    print(f"unbroken: {reply.message}", file=sys.stderr, flush=True)
+
+
+def _finish(reply: Reply) -> int:
+    stream = sys.stdout if reply.ok else sys.stderr
+    print(f"unbroken: {'ok' if reply.ok else 'FAILED'}: {reply.message}", file=stream)
+    if reply.details:
+        print(reply.details.rstrip(), file=sys.stderr)
+    return EXIT_OK if reply.ok else EXIT_FAILED
+
+
+def reload(arguments: argparse.Namespace) -> int:
+    return _finish(call(_control_path(arguments), "reload", on_progress=_print_progress))
+
+
+def stop(arguments: argparse.Namespace) -> int:
+    return _finish(call(_control_path(arguments), "stop", on_progress=_print_progress,
+                        graceful=not arguments.quick))
+
+
+def scale(arguments: argparse.Namespace) -> int:
+    return _finish(call(_control_path(arguments), "scale", workers=arguments.workers))
+
+
+def status(arguments: argparse.Namespace) -> int:
+    reply = call(_control_path(arguments), "status", timeout=10)
+    if arguments.json:
+        print(json.dumps(reply.data, indent=2))
+        return EXIT_OK
+    data = reply.data
+    print(f"{data['name']}: master {data['master_pid']}, {data['phase']}, generation "
+          f"{data['generation']}, {data['desired']} worker(s) wanted, "
+          f"on {', '.join(data['binds'])}")
+    print(f"{'PID':>8} {'GEN':>4} {'STATE':<9} {'AGE':>8} {'REQUESTS':>9} {'IN-FLIGHT':>9} "
+          f"{'RSS-MiB':>8}")
+    for w in data["workers"]:
+        print(f"{w['pid']:>8} {w['generation']:>4} {w['state']:<9} {w['age']:>7.1f}s "
+              f"{w['requests']:>9} {w['in_flight']:>9} {w['rss_kib'] / 1024:>8.1f}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": serve, "reload": reload, "status": status, "stop": stop, "scale": scale,
+}

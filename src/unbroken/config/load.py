@@ -1,0 +1,58 @@
+"""Build a `Config` from the environment and the command line (CLI over environment).
+
+Values arrive as strings and go through each setting's own parser, so a bad value
+anywhere gives the same one-line message naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from unbroken.config.settings import Config, declarations
+
+ENV_PREFIX = "UNBROKEN_"
+
+
+class ConfigError(ValueError):
+    """A setting's value is not acceptable; the message names the setting."""
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(name: str, parse: Any, raw: str) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {raw!r} {error}") from None
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Values given as UNBROKEN_* variables; repeatable settings split on commas."""
+    values: dict[str, Any] = {}
+    for field, declaration in declarations():
+        raw = environ.get(env_name(field.name))
+        if raw is None:
+            continue
+        if declaration.repeatable:
+            parts = [part.strip() for part in raw.split(",") if part.strip()]
+            values[field.name] = tuple(_parse(env_name(field.name), declaration.parse, p)
+                                       for p in parts)
+        else:
+            values[field.name] = _parse(env_name(field.name), declaration.parse, raw)
+    return values
+
+
+def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Merge environment and CLI values (already parsed) into a `Config`."""
+    values = from_environment(os.environ if environ is None else environ)
+    values.update({k: v for k, v in cli_values.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    return Config(**values)

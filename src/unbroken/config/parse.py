@@ -1,0 +1,49 @@
+"""Parsers for setting values: each raises ValueError with a message a user can act on."""
+
+from __future__ import annotations
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be more than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"must not be negative, got {text}")
+    return value
+
+
+def log_level(text: str) -> str:
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def worker_class(text: str) -> str:
+    # Imported here so that `config` stays free of engine imports at module load.
+    from unbroken.engines import ENGINES
+
+    if text not in ENGINES:
+        raise ValueError(f"unknown worker class (known: {', '.join(sorted(ENGINES))})")
+    return text

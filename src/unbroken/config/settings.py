@@ -1,0 +1,154 @@
+"""Every setting is declared once, here.
+
+Rule: a setting is one dataclass field of `Config` created with `setting()`. The
+CLI flags (`cli/`), the environment variables (`UNBROKEN_<NAME>`), the config-file
+keys and `docs/settings.md` are all generated from these declarations; nothing
+copies a setting by hand through another signature (uvicorn's 47 settings copied
+through four signatures is the cautionary tale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unbroken.config.parse import (
+    log_level,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    worker_class,
+)
+
+SECONDS = 1.0
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """How one setting appears outside the code."""
+
+    flags: tuple[str, ...]
+    help: str
+    parse: Callable[[str], Any]
+    repeatable: bool = False
+    metavar: str | None = None
+
+
+def setting(
+    default: Any,
+    *flags: str,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    repeatable: bool = False,
+    metavar: str | None = None,
+) -> Any:
+    """Declare one setting: its default, its CLI flags and its help text."""
+    declaration = Declaration(flags, help, parse, repeatable, metavar)
+    return field(default=default, metadata={"declaration": declaration})
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one service. Frozen: a reload makes a new one."""
+
+    app: str | None = setting(
+        None, help="The application: `module:attr`, `path/to/file.py:attr` or `module:factory()`."
+    )
+    bind: tuple[str, ...] = setting(
+        ("127.0.0.1:8000",), "-b", "--bind", repeatable=True, metavar="ADDRESS",
+        help="Listen on `host:port`, `[::]:port`, `unix:/path` or `fd://N` (repeatable).",
+    )
+    workers: int = setting(
+        1, "-w", "--workers", parse=positive_int, help="Worker processes to keep serving."
+    )
+    threads: int = setting(
+        1, "--threads", parse=positive_int,
+        help="Threads per worker running the app, so one slow request does not stop the others.",
+    )
+    worker_class: str = setting(
+        "wsgi", "-k", "--worker-class", parse=worker_class, help="Engine that serves the app."
+    )
+    health_path: str | None = setting(
+        None, "--health-path", metavar="PATH",
+        help="A new worker calls the app in-process with `GET PATH` and must get a 2xx "
+        "before it counts as ready.",
+    )
+    boot_timeout: float = setting(
+        60 * SECONDS, "--boot-timeout", parse=positive_float,
+        help="Seconds a new worker may take to import, pass its probe and accept.",
+    )
+    graceful_timeout: float = setting(
+        30 * SECONDS, "--graceful-timeout", parse=non_negative_float,
+        help="Seconds a draining worker may take to finish in-flight requests.",
+    )
+    keep_alive: float = setting(
+        5 * SECONDS, "--keep-alive", parse=non_negative_float,
+        help="Seconds an idle keep-alive connection is kept open.",
+    )
+    header_timeout: float = setting(
+        10 * SECONDS, "--header-timeout", parse=positive_float,
+        help="Seconds a client has to send a request line and all its headers (then 408).",
+    )
+    timeout: float = setting(
+        30 * SECONDS, "-t", "--timeout", parse=positive_float,
+        help="A worker silent (no heartbeat) for this many seconds is killed and replaced.",
+    )
+    max_requests: int = setting(
+        0, "--max-requests", parse=non_negative_int,
+        help="Recycle a worker after this many requests, through the same gated roll (0: never).",
+    )
+    max_requests_jitter: int = setting(
+        0, "--max-requests-jitter", parse=non_negative_int,
+        help="Add up to this many requests at random to each worker's --max-requests.",
+    )
+    reload_surge: int = setting(
+        0, "--reload-surge", parse=non_negative_int, metavar="K",
+        help="Roll K workers at a time on reload; 0 boots the whole new generation first.",
+    )
+    reload_on_touch: str | None = setting(
+        None, "--reload-on-touch", metavar="FILE", help="Reload when FILE's mtime changes."
+    )
+    control: str | None = setting(
+        None, "--control", metavar="PATH",
+        help="Control socket path (default: in the runtime dir, named after --name).",
+    )
+    master_fifo: str | None = setting(
+        None, "--master-fifo", metavar="PATH",
+        help="A FIFO taking one-letter commands: r reload, q stop, + and - scale.",
+    )
+    pid: str | None = setting(None, "-p", "--pid", metavar="FILE", help="Write the master's PID.")
+    chdir: str | None = setting(
+        None, "--chdir", metavar="DIR",
+        help="Directory the workers run in; a symlink is resolved again at every reload.",
+    )
+    name: str = setting("unbroken", "-n", "--name", help="Service name (default control path).")
+    log_level: str = setting(
+        "info", "--log-level", parse=log_level, help="debug, info, warning, error or critical."
+    )
+    access_logfile: str | None = setting(
+        None, "--access-logfile", metavar="FILE", help="Access log path, or `-` for stdout."
+    )
+    backlog: int = setting(
+        2048, "--backlog", parse=positive_int, help="Listen queue length of each socket."
+    )
+    limit_request_line: int = setting(
+        8 * KIB, "--limit-request-line", parse=positive_int,
+        help="Longest request line in bytes (then 414).",
+    )
+    limit_request_fields: int = setting(
+        100, "--limit-request-fields", parse=positive_int,
+        help="Most header fields in a request (then 431).",
+    )
+    limit_request_field_size: int = setting(
+        8 * KIB, "--limit-request-field-size", parse=positive_int,
+        help="Longest header field in bytes (then 431).",
+    )
+
+
+def declarations() -> list[tuple[dataclasses.Field[Any], Declaration]]:
+    """Each field of `Config` with its declaration, in declaration order."""
+    return [(f, f.metadata["declaration"]) for f in dataclasses.fields(Config)]

@@ -1,0 +1,43 @@
+"""The client side of the control protocol, used by the CLI (and by deploy scripts)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from unbroken.control.protocol import Reply, Request, decode_reply
+
+
+class ControlUnavailable(ConnectionError):
+    """No service answers on that control socket."""
+
+
+def replies(path: str, command: str, timeout: float | None = None,
+            **arguments: Any) -> Iterator[Reply]:
+    """Send one request and yield replies until the final one (or the master closes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise ControlUnavailable(f"no unbroken service at {path}") from None
+    with sock, sock.makefile("rb") as stream:
+        sock.sendall(Request(command, arguments).encode())
+        for line in stream:
+            reply = decode_reply(line)
+            yield reply
+            if reply.final:
+                return
+
+
+def call(path: str, command: str, on_progress: Callable[[Reply], None] | None = None,
+         timeout: float | None = None, **arguments: Any) -> Reply:
+    """Send a request and return its result; a master that exits mid-way yields a failure."""
+    for reply in replies(path, command, timeout, **arguments):
+        if reply.final:
+            return reply
+        if on_progress is not None:
+            on_progress(reply)
+    return Reply("result", "the master closed the connection without a result", ok=False)

@@ -1,0 +1,81 @@
+"""Engines serve an application on sockets the worker inherited from the master.
+
+Rule: an engine never touches process-level concerns (signals, the master's pipe,
+heartbeats, exit codes). The worker owns those and drives the engine through the
+small `Engine` protocol below, so a new worker class is one module plus one line
+in `ENGINES`.
+
+Engines are looked up lazily by name so that optional dependencies stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+SECONDS = 1.0
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What an engine needs from the configuration, and nothing more."""
+
+    threads: int = 1
+    keep_alive_timeout: float = 5 * SECONDS
+    # Whole request line + headers must arrive within this (slowloris defence).
+    header_timeout: float = 10 * SECONDS
+    # A request body must make progress: no gap between two reads longer than this.
+    body_timeout: float = 20 * SECONDS
+    limit_request_line: int = 8 * KIB
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8 * KIB
+    limit_request_headers: int = 64 * KIB
+    max_body_size: int | None = None
+    # Connections a worker holds open at once; beyond it the engine stops accepting.
+    max_connections: int = 1000
+    url_scheme: str = "http"
+    # Path of the access log ('-' for stdout), or None for no access log.
+    access_log: str | None = None
+
+
+class Engine(Protocol):
+    """The contract between a worker process and its engine.
+
+    The worker calls `start` once (the engine is accepting when it returns),
+    then `drain` once when told to stop. Counters are read by the worker's
+    heartbeat; they are plain ints because one thread writes them.
+    """
+
+    requests_served: int
+    in_flight: int
+    connections: int
+
+    async def start(self, listeners: list[socket.socket]) -> None: ...
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting, finish in-flight work, close keep-alive connections
+        only after a `Connection: close` response or their idle timeout; return
+        when every connection is closed or the monotonic `deadline` passed (then
+        whatever is left is closed)."""
+        ...
+
+    def reopen_logs(self) -> None: ...
+
+
+ENGINES: dict[str, str] = {
+    "wsgi": "unbroken.engines.wsgi:WSGIEngine",
+}
+
+
+def load_engine(name: str) -> Any:
+    """Return the engine class registered as `name` (imported on first use)."""
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        known = ", ".join(sorted(ENGINES))
+        raise LookupError(f"unknown worker class {name!r} (known: {known})") from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,522 @@
+"""The master: one PID for the life of the service, the sockets, and one loop.
+
+    run() ── loop: select(signals, worker channels, control, fifo)
+              ├─ handle signals        (queued by handlers, never acted on in them)
+              ├─ reap exited workers   (a boot failure of the target aborts the reload)
+              └─ perform plan(view)    (spawn / drain / kill / complete: rollout/planner.py)
+
+States of the service: STARTING (first generation booting) → SERVING ⇄ RELOADING
+→ STOPPING. A reload is a change of *target* generation; an abort points the
+target back at the serving generation, and the planner restores it.
+
+The master never imports the application and never closes the listening
+sockets before it exits.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unbroken.config import Config
+from unbroken.control.paths import default_control_path
+from unbroken.control.protocol import Reply, Request, progress, result
+from unbroken.control.server import ControlConnection, ControlServer
+from unbroken.master.fifo import MasterFifo
+from unbroken.master.pidfile import remove_pidfile, write_pidfile
+from unbroken.master.pool import Generation, Worker, spawn
+from unbroken.master.signals import SignalQueue
+from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
+from unbroken.rollout.lifecycle import WorkerState
+from unbroken.rollout.planner import (
+    Action,
+    CompleteRollout,
+    DrainWorker,
+    KillWorker,
+    PoolView,
+    SpawnWorker,
+    WorkerView,
+    plan,
+)
+from unbroken.sockets import bind, close_unix_listener, describe_listener, parse_address
+from unbroken.worker.spec import WorkerSpec
+
+log = logging.getLogger("unbroken.master")
+
+TICK = 0.2  # longest sleep of the loop: bounds how late a deadline is noticed
+MAX_BOOT_RETRIES = 5  # consecutive boot failures of the serving generation before giving up
+QUICK_STOP_TIMEOUT = 2.0
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    SERVING = "serving"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+
+
+class StartupFailed(RuntimeError):
+    """The first generation could not boot; `details` is the worker's traceback."""
+
+    def __init__(self, message: str, details: str) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class Rollout:
+    generation: int
+    started_at: float
+    waiters: list[ControlConnection] = field(default_factory=list)
+
+
+class Master:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self.selector = selectors.DefaultSelector()
+        self.signals = SignalQueue(self.selector)
+        self.control = ControlServer(config.control or default_control_path(config.name),
+                                     self.selector, self._on_control)
+        self.fifo = (MasterFifo(config.master_fifo, self.selector, self._on_fifo)
+                     if config.master_fifo else None)
+        self.listeners: list[socket.socket] = []
+        self.desired = config.workers
+        self.phase = Phase.STARTING
+        self.generations: dict[int, Generation] = {}
+        self.serving: int | None = None
+        self.rollout: Rollout | None = None
+        self.queued_waiters: list[ControlConnection] | None = None
+        self.workers: dict[int, Worker] = {}
+        self.next_worker_id = 1
+        self.boot_failures = 0
+        self.spawn_not_before = 0.0
+        self.stop_deadline: float | None = None
+        self.stop_waiters: list[ControlConnection] = []
+        self.startup_failure: StartupFailed | None = None
+        self.touch_mtime = self._touch_mtime()
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        self._open()
+        try:
+            self._start_rollout([])
+            while self.phase is not Phase.STOPPING or self.workers:
+                self._tick()
+        finally:
+            self._close()
+        if self.startup_failure is not None:
+            raise self.startup_failure
+        return 0
+
+    def _open(self) -> None:
+        for text in self.config.bind:
+            self.listeners.append(bind(parse_address(text), self.config.backlog))
+        self.control.open()
+        if self.fifo:
+            self.fifo.open()
+        self.signals.install()
+        if self.config.pid:
+            write_pidfile(self.config.pid, self.pid)
+        where = ", ".join(describe_listener(s) for s in self.listeners)
+        log.info("unbroken master %d listening on %s (control: %s)", self.pid, where,
+                 self.control.path)
+
+    def _close(self) -> None:
+        self.signals.restore_defaults()
+        for waiter in self.stop_waiters:
+            waiter.send(result(True, "stopped"))
+        self.control.close()
+        if self.fifo:
+            self.fifo.close()
+        for listener in self.listeners:
+            close_unix_listener(listener)
+        if self.config.pid:
+            remove_pidfile(self.config.pid, self.pid)
+        log.info("unbroken master %d exited", self.pid)
+
+    def _tick(self) -> None:
+        for key, events in self.selector.select(TICK):
+            callback: Callable[[int], None] = key.data
+            callback(events)
+        for signum in self.signals.pop_all():
+            self._on_signal(signum)
+        self._reap()
+        self._check_touch_file()
+        if self.phase is Phase.STOPPING:
+            self._enforce_stop_deadline()
+        else:
+            for action in plan(self._view()):
+                self._perform(action)
+
+    # -- the plan -------------------------------------------------------------------
+
+    @property
+    def target(self) -> int:
+        if self.rollout is not None:
+            return self.rollout.generation
+        assert self.serving is not None
+        return self.serving
+
+    def _view(self) -> PoolView:
+        now = time.monotonic()
+        workers = tuple(
+            WorkerView(w.id, w.generation, w.state, w.spawned_at, w.last_seen,
+                       w.drain_started, w.retiring)
+            for w in self.workers.values() if w.kill_reason is None
+        )
+        return PoolView(
+            desired=self.desired, target=self.target, rolling=self.rollout is not None,
+            surge=self.config.reload_surge, workers=workers, now=now,
+            spawn_allowed=(now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES)
+            or self.rollout is not None,
+            boot_timeout=self.config.boot_timeout, timeout=self.config.timeout,
+            graceful_timeout=self.config.graceful_timeout,
+        )
+
+    def _perform(self, action: Action) -> None:
+        if isinstance(action, SpawnWorker):
+            self._spawn(action.generation)
+        elif isinstance(action, DrainWorker):
+            self._drain(self.workers[action.worker])
+        elif isinstance(action, KillWorker):
+            worker = self.workers[action.worker]
+            log.warning("killing worker %d (generation %d): %s", worker.pid, worker.generation,
+                        action.reason)
+            worker.kill_reason = action.reason
+            worker.signal(signal.SIGKILL)
+        elif isinstance(action, CompleteRollout):
+            self._complete_rollout(action.generation)
+
+    def _spawn(self, number: int) -> None:
+        generation = self.generations[number]
+        worker_id, self.next_worker_id = self.next_worker_id, self.next_worker_id + 1
+        try:
+            worker = spawn(worker_id, generation, self.listeners, self._worker_spec(),
+                           time.monotonic())
+        except OSError as error:
+            self._on_boot_failure(number, f"cannot start a worker in {generation.directory}: "
+                                  f"{error.strerror or error}", "")
+            return
+        self.workers[worker.id] = worker
+        self.selector.register(worker.channel, selectors.EVENT_READ,
+                               lambda events, w=worker: self._on_worker_readable(w))
+        log.debug("spawned worker %d (generation %d)", worker.pid, number)
+
+    def _worker_spec(self) -> WorkerSpec:
+        config = self.config
+        max_requests = config.max_requests
+        if max_requests and config.max_requests_jitter:
+            max_requests += random.randint(0, config.max_requests_jitter)
+        assert config.app is not None
+        return WorkerSpec(
+            app=config.app, worker_class=config.worker_class, worker=0, generation=0,
+            listeners=(), channel=-1, health_path=config.health_path,
+            graceful_timeout=config.graceful_timeout,
+            heartbeat_interval=min(1.0, config.timeout / 4), max_requests=max_requests,
+            log_level=config.log_level,
+            engine={
+                "threads": config.threads, "keep_alive_timeout": config.keep_alive,
+                "header_timeout": config.header_timeout,
+                "limit_request_line": config.limit_request_line,
+                "limit_request_fields": config.limit_request_fields,
+                "limit_request_field_size": config.limit_request_field_size,
+                "access_log": config.access_logfile,
+            },
+        )
+
+    def _drain(self, worker: Worker) -> None:
+        if worker.state is WorkerState.BOOTING:
+            worker.kill_reason = "no longer needed"
+            worker.signal(signal.SIGKILL)
+            return
+        worker.move_to(WorkerState.DRAINING)
+        worker.drain_started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        log.info("draining worker %d (generation %d)", worker.pid, worker.generation)
+
+    # -- worker events ------------------------------------------------------------------
+
+    def _on_worker_readable(self, worker: Worker) -> None:
+        messages = worker.read_messages()
+        if messages is None:
+            self.selector.unregister(worker.channel)
+            return
+        worker.last_seen = time.monotonic()
+        for message in messages:
+            self._on_message(worker, message)
+
+    def _on_message(self, worker: Worker, message: WorkerMessage) -> None:
+        if isinstance(message, Heartbeat):
+            worker.stats = message
+        elif isinstance(message, Ready) and worker.state is WorkerState.BOOTING:
+            worker.move_to(WorkerState.READY)
+            worker.ready_at = time.monotonic()
+            self._on_ready(worker, message)
+        elif isinstance(message, BootFailed):
+            worker.boot_failure = message
+        elif isinstance(message, Retire) and not worker.retiring:
+            log.info("worker %d asks to be replaced: %s", worker.pid, message.reason)
+            worker.retiring = True
+
+    def _on_ready(self, worker: Worker, message: Ready) -> None:
+        log.info("worker %d (generation %d) ready in %.2fs", worker.pid, worker.generation,
+                 message.boot_seconds)
+        if worker.generation == self.serving or self.rollout is None:
+            self.boot_failures = 0
+        if self.rollout is not None and worker.generation == self.rollout.generation:
+            ready = sum(1 for w in self.workers.values()
+                        if w.generation == worker.generation and w.state is WorkerState.READY)
+            self._notify(progress(f"generation {worker.generation}: {ready}/{self.desired} ready",
+                                  generation=worker.generation, ready=ready,
+                                  desired=self.desired))
+
+    def _reap(self) -> None:
+        for worker in list(self.workers.values()):
+            if worker.exit_status() is None:
+                continue
+            del self.workers[worker.id]
+            try:
+                self.selector.unregister(worker.channel)
+            except (KeyError, ValueError):
+                pass
+            worker.channel.close()
+            self._on_exit(worker, worker.state)
+
+    def _on_exit(self, worker: Worker, state: WorkerState) -> None:
+        how = worker.describe_exit()
+        if state is WorkerState.DRAINING:
+            log.info("worker %d (generation %d) drained, %s", worker.pid, worker.generation, how)
+        elif self.phase is Phase.STOPPING:
+            pass
+        elif state is WorkerState.BOOTING:
+            reason = (worker.boot_failure.reason if worker.boot_failure
+                      else worker.kill_reason or f"exited before ready ({how})")
+            details = worker.boot_failure.details if worker.boot_failure else ""
+            if worker.kill_reason != "no longer needed":
+                self._on_boot_failure(worker.generation, f"worker {worker.pid}: {reason}",
+                                      details)
+        else:
+            log.error("worker %d (generation %d) died: %s", worker.pid, worker.generation,
+                      worker.kill_reason or how)
+            if self.rollout is not None and worker.generation == self.rollout.generation:
+                self._abort_rollout(f"worker {worker.pid} died while rolling out: {how}", "")
+
+    def _on_boot_failure(self, generation: int, reason: str, details: str) -> None:
+        if self.rollout is not None and generation == self.rollout.generation:
+            self._abort_rollout(reason, details)
+            return
+        if generation != self.serving:
+            return
+        self.boot_failures += 1
+        backoff = min(0.5 * 2 ** (self.boot_failures - 1), 30.0)
+        self.spawn_not_before = time.monotonic() + backoff
+        log.error("%s; retrying in %.1fs (%d/%d)\n%s", reason, backoff, self.boot_failures,
+                  MAX_BOOT_RETRIES, details.rstrip())
+        if self.boot_failures >= MAX_BOOT_RETRIES:
+            log.error("generation %d cannot boot; not retrying until the next reload or scale",
+                      generation)
+
+    # -- reloads ------------------------------------------------------------------
+
+    def reload(self, waiter: ControlConnection | None = None) -> None:
+        waiters = [waiter] if waiter else []
+        if self.phase is Phase.STOPPING:
+            for w in waiters:
+                w.send(result(False, "the service is stopping"))
+            return
+        if self.rollout is not None:
+            log.info("reload requested while generation %d rolls out; queued",
+                     self.rollout.generation)
+            self.queued_waiters = (self.queued_waiters or []) + waiters
+            for w in waiters:
+                w.send(progress("queued behind the reload in progress"))
+            return
+        self._start_rollout(waiters)
+
+    def _start_rollout(self, waiters: list[ControlConnection]) -> None:
+        number = max(self.generations, default=0) + 1
+        directory = os.path.realpath(self.config.chdir or os.getcwd())
+        self.generations[number] = Generation(number, directory, time.monotonic())
+        self.rollout = Rollout(number, time.monotonic(), waiters)
+        self.boot_failures = 0
+        if self.serving is not None:
+            self.phase = Phase.RELOADING
+        log.info("generation %d: starting %d worker(s) from %s", number, self.desired, directory)
+        self._notify(progress(f"generation {number}: booting {self.desired} worker(s) "
+                              f"from {directory}", generation=number))
+
+    def _complete_rollout(self, number: int) -> None:
+        rollout = self.rollout
+        assert rollout is not None
+        took = time.monotonic() - rollout.started_at
+        previous, self.serving, self.rollout = self.serving, number, None
+        self.phase = Phase.SERVING
+        log.info("generation %d serving (was %s), rolled out in %.2fs", number, previous, took)
+        for waiter in rollout.waiters:
+            waiter.send(result(True, f"generation {number} serving", generation=number,
+                               previous=previous, seconds=round(took, 3)))
+        self._forget_unused_generations()
+        self._start_queued()
+
+    def _abort_rollout(self, reason: str, details: str) -> None:
+        rollout = self.rollout
+        assert rollout is not None
+        self.rollout = None
+        if self.serving is None:
+            log.error("startup failed: %s\n%s", reason, details.rstrip())
+            self.startup_failure = StartupFailed(reason, details)
+            self._begin_stop(graceful=False)
+            return
+        self.phase = Phase.SERVING
+        log.error("reload to generation %d aborted, generation %d keeps serving: %s\n%s",
+                  rollout.generation, self.serving, reason, details.rstrip())
+        for waiter in rollout.waiters:
+            waiter.send(result(False, f"reload aborted, generation {self.serving} keeps "
+                               f"serving: {reason}", details, generation=self.serving,
+                               failed_generation=rollout.generation))
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        if self.queued_waiters is not None and self.phase is not Phase.STOPPING:
+            waiters, self.queued_waiters = self.queued_waiters, None
+            self._start_rollout(waiters)
+
+    def _forget_unused_generations(self) -> None:
+        used = {w.generation for w in self.workers.values()} | {self.serving}
+        for number in list(self.generations):
+            if number not in used:
+                del self.generations[number]
+
+    def _notify(self, reply: Reply) -> None:
+        if self.rollout is not None:
+            for waiter in self.rollout.waiters:
+                waiter.send(reply)
+
+    # -- stop ------------------------------------------------------------------
+
+    def _begin_stop(self, graceful: bool) -> None:
+        if self.phase is Phase.STOPPING and graceful:
+            return
+        self.phase = Phase.STOPPING
+        for waiters in (self.rollout.waiters if self.rollout else [], self.queued_waiters or []):
+            for waiter in waiters:
+                waiter.send(result(False, "the service is stopping"))
+        self.rollout, self.queued_waiters = None, None
+        timeout = self.config.graceful_timeout if graceful else QUICK_STOP_TIMEOUT
+        self.stop_deadline = time.monotonic() + timeout + 1.0
+        log.info("stopping (%s)", "graceful" if graceful else "quick")
+        for worker in self.workers.values():
+            if graceful and worker.state is WorkerState.READY:
+                worker.move_to(WorkerState.DRAINING)
+                worker.signal(signal.SIGTERM)
+            elif not graceful or worker.state is WorkerState.BOOTING:
+                worker.signal(signal.SIGQUIT if worker.state is not WorkerState.BOOTING
+                              else signal.SIGKILL)
+
+    def _enforce_stop_deadline(self) -> None:
+        if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+            for worker in self.workers.values():
+                worker.signal(signal.SIGKILL)
+            self.stop_deadline = None
+
+    # -- inputs: signals, control, fifo, touch file --------------------------------
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGTERM:
+            self._begin_stop(graceful=True)
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            self._begin_stop(graceful=False)
+        elif signum == signal.SIGTTIN:
+            self.scale(self.desired + 1)
+        elif signum == signal.SIGTTOU:
+            self.scale(self.desired - 1)
+        elif signum == signal.SIGUSR1:
+            for worker in self.workers.values():
+                worker.signal(signal.SIGUSR1)
+
+    def scale(self, workers: int) -> None:
+        if workers < 1:
+            log.warning("refusing to scale below 1 worker")
+            return
+        log.info("scaling from %d to %d worker(s)", self.desired, workers)
+        self.desired = workers
+        self.boot_failures = 0
+
+    def _on_fifo(self, command: str) -> None:
+        if command == "reload":
+            self.reload()
+        elif command in ("stop", "quit"):
+            self._begin_stop(graceful=command == "stop")
+        else:
+            self.scale(self.desired + (1 if command == "scale_up" else -1))
+
+    def _on_control(self, request: Request, connection: ControlConnection) -> None:
+        if request.command == "status":
+            connection.send(Reply("result", self.phase.value, True, self.status()))
+        elif request.command == "reload":
+            self.reload(connection)
+        elif request.command == "stop":
+            self.stop_waiters.append(connection)
+            self._begin_stop(graceful=bool(request.arguments.get("graceful", True)))
+        elif request.command == "scale":
+            count = request.arguments.get("workers")
+            if not isinstance(count, int) or count < 1:
+                connection.send(result(False, "scale needs workers >= 1"))
+                return
+            self.scale(count)
+            connection.send(result(True, f"scaling to {count} worker(s)", workers=count))
+
+    def _touch_mtime(self) -> float | None:
+        path = self.config.reload_on_touch
+        try:
+            return os.stat(path).st_mtime if path else None
+        except OSError:
+            return None
+
+    def _check_touch_file(self) -> None:
+        if not self.config.reload_on_touch:
+            return
+        mtime = self._touch_mtime()
+        if mtime is not None and mtime != self.touch_mtime:
+            self.touch_mtime = mtime
+            log.info("%s touched: reloading", self.config.reload_on_touch)
+            self.reload()
+
+    # -- status ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "master_pid": self.pid,
+            "name": self.config.name,
+            "phase": self.phase.value,
+            "generation": self.serving,
+            "target": self.rollout.generation if self.rollout else self.serving,
+            "desired": self.desired,
+            "binds": [describe_listener(s) for s in self.listeners],
+            "python": sys.executable,
+            "workers": [
+                {
+                    "pid": w.pid, "generation": w.generation, "state": w.state.value,
+                    "age": round(now - w.spawned_at, 1), "requests": w.stats.requests,
+                    "in_flight": w.stats.in_flight, "connections": w.stats.connections,
+                    "rss_kib": w.stats.rss_kib, "retiring": w.retiring,
+                }
+                for w in sorted(self.workers.values(), key=lambda w: w.id)
+            ],
+        }

@@ -1,0 +1,37 @@
+"""A worker's lifecycle as an enum plus a transition table.
+
+    BOOTING ──> READY ──> DRAINING ──> EXITED
+       │                     ^           ^
+       └─────────────────────┴───────────┘
+
+An illegal transition raises and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class WorkerState(enum.Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    EXITED = "exited"
+
+
+TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.BOOTING: frozenset({WorkerState.READY, WorkerState.DRAINING, WorkerState.EXITED}),
+    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.EXITED}),
+    WorkerState.DRAINING: frozenset({WorkerState.EXITED}),
+    WorkerState.EXITED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def transition(current: WorkerState, new: WorkerState) -> WorkerState:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"{current.value} -> {new.value}")
+    return new

@@ -1,0 +1,161 @@
+"""The rollout and respawn policy: a pure function from a snapshot of the pool to actions.
+
+The master loop builds a `PoolView`, calls `plan`, and performs the actions; it
+decides nothing itself. That keeps every capacity rule testable with plain data.
+
+The rules, in order:
+1. Expiry. A booting worker past --boot-timeout, a ready worker silent past
+   --timeout, and a draining worker past --graceful-timeout (plus a margin: the
+   worker enforces its own deadline first) are killed.
+2. Reconcile toward the *target* generation. During a reload the target is the
+   new generation; otherwise (and after an abort) it is the serving one, so an
+   abort is nothing more than pointing the target back: the same rules then bring
+   the old generation back to full strength and retire the new workers.
+   - Spawn target workers until `desired` are booting or ready (while rolling with
+     --reload-surge K, at most K boot at once).
+   - Retire "stale" ready workers (other generation, or asking to retire) only as
+     target workers are ready, so ready capacity never drops below `desired`. In
+     whole-generation mode (the default) none is retired until the whole new
+     generation is ready, so a failure leaves the old one untouched.
+   - Booting workers of another generation are of no use: drain them.
+3. Completion. A reload completes when `desired` target workers are ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unbroken.rollout.lifecycle import WorkerState
+
+# A draining worker enforces --graceful-timeout itself; the master waits this much
+# longer before SIGKILL so that the worker's own orderly close wins the race.
+DRAIN_KILL_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    id: int
+    generation: int
+    state: WorkerState
+    spawned_at: float
+    last_seen: float
+    drain_started: float | None = None
+    retiring: bool = False
+
+
+@dataclass(frozen=True)
+class PoolView:
+    desired: int
+    target: int
+    rolling: bool
+    surge: int
+    workers: tuple[WorkerView, ...]
+    now: float
+    spawn_allowed: bool
+    boot_timeout: float
+    timeout: float
+    graceful_timeout: float
+
+
+@dataclass(frozen=True)
+class SpawnWorker:
+    generation: int
+
+
+@dataclass(frozen=True)
+class DrainWorker:
+    worker: int
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    worker: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CompleteRollout:
+    generation: int
+
+
+Action = SpawnWorker | DrainWorker | KillWorker | CompleteRollout
+
+
+def plan(view: PoolView) -> list[Action]:
+    expired = _expired(view)
+    gone = {action.worker for action in expired}
+    live = [w for w in view.workers if w.id not in gone and w.state is not WorkerState.EXITED]
+    return [*expired, *_reconcile(view, live)]
+
+
+def _expired(view: PoolView) -> list[KillWorker]:
+    kills = []
+    for worker in view.workers:
+        reason = _expiry_reason(view, worker)
+        if reason:
+            kills.append(KillWorker(worker.id, reason))
+    return kills
+
+
+def _expiry_reason(view: PoolView, worker: WorkerView) -> str | None:
+    age = view.now - worker.spawned_at
+    if worker.state is WorkerState.BOOTING and age > view.boot_timeout:
+        return f"not ready within --boot-timeout {view.boot_timeout:g}s"
+    if worker.state is WorkerState.READY and view.now - worker.last_seen > view.timeout:
+        return f"no heartbeat for --timeout {view.timeout:g}s"
+    drain_started = worker.drain_started
+    if (worker.state is WorkerState.DRAINING and drain_started is not None
+            and view.now - drain_started > view.graceful_timeout + DRAIN_KILL_MARGIN):
+            return f"still draining after --graceful-timeout {view.graceful_timeout:g}s"
+    return None
+
+
+def _reconcile(view: PoolView, live: list[WorkerView]) -> list[Action]:
+    fresh = [w for w in live if w.generation == view.target and not w.retiring
+             and w.state in (WorkerState.BOOTING, WorkerState.READY)]
+    stale_booting = [w for w in live if w.state is WorkerState.BOOTING
+                     and w.generation != view.target]
+    actions: list[Action] = [DrainWorker(w.id) for w in stale_booting]
+
+    surplus = _surplus(fresh, len(fresh) - view.desired)
+    actions += [DrainWorker(w.id) for w in surplus]
+    fresh = [w for w in fresh if w not in surplus]
+    actions += _spawns(view, fresh)
+
+    ready = [w for w in fresh if w.state is WorkerState.READY]
+    stale_ready = sorted(
+        (w for w in live if w.state is WorkerState.READY and w not in fresh and w not in surplus),
+        key=lambda w: (not w.retiring, w.generation, w.spawned_at),
+    )
+    actions += [DrainWorker(w.id) for w in stale_ready[: _stale_to_drain(view, ready, stale_ready)]]
+    if view.rolling and len(ready) >= view.desired:
+        actions.append(CompleteRollout(view.target))
+    return actions
+
+
+def _surplus(fresh: list[WorkerView], count: int) -> list[WorkerView]:
+    """Workers beyond `desired` (scale down): booting ones first, then the oldest."""
+    if count <= 0:
+        return []
+    order = sorted(fresh, key=lambda w: (w.state is WorkerState.READY, w.spawned_at))
+    return order[:count]
+
+
+def _spawns(view: PoolView, fresh: list[WorkerView]) -> list[Action]:
+    missing = view.desired - len(fresh)
+    if missing <= 0 or not view.spawn_allowed:
+        return []
+    if view.rolling:
+        booting = sum(1 for w in fresh if w.state is WorkerState.BOOTING)
+        missing = min(missing, _surge_limit(view) - booting)
+    return [SpawnWorker(view.target) for _ in range(max(0, missing))]
+
+
+def _surge_limit(view: PoolView) -> int:
+    return view.surge if 0 < view.surge < view.desired else view.desired
+
+
+def _stale_to_drain(view: PoolView, ready: list[WorkerView], stale: list[WorkerView]) -> int:
+    if view.rolling and _surge_limit(view) >= view.desired:
+        return len(stale) if len(ready) >= view.desired else 0
+    return max(0, min(len(stale), len(ready) + len(stale) - view.desired))

@@ -1,0 +1,3 @@
+from unbroken.worker.main import main
+
+main()

@@ -1,0 +1,204 @@
+"""A worker process: load the app, prove it works, accept, say Ready, heartbeat, drain.
+
+Started by the master as a fresh interpreter (`python -m unbroken.worker`) in the
+generation's directory, so every worker runs what is on disk now, never a copy
+of code the master imported (the master imports none).
+
+Readiness is an explicit hand-off: the worker sends `Ready` only after the app
+imported, the probe passed and the engine accepts; anything that fails before
+that is reported as `BootFailed` with the traceback and a `WorkerExit` code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+from unbroken.engines import EngineSettings, load_engine
+from unbroken.logs import configure_logging
+from unbroken.messages import (
+    BootFailed,
+    Heartbeat,
+    Ready,
+    Retire,
+    WorkerExit,
+    WorkerMessage,
+    encode,
+)
+from unbroken.worker.loader import AppNotFound, load_app
+from unbroken.worker.probe import probe_wsgi
+from unbroken.worker.spec import ENV_KEY, WorkerSpec
+
+log = logging.getLogger("unbroken.worker")
+
+PR_SET_PDEATHSIG = 1
+# After the master vanished, in-flight requests get this long before we exit.
+ORPHAN_DRAIN_TIMEOUT = 1.0
+
+
+class Channel:
+    """The worker's end of its socketpair with the master."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+
+    def send(self, message: WorkerMessage) -> None:
+        try:
+            self.sock.sendall(encode(message))
+        except OSError:
+            _exit_now(WorkerExit.ORPHANED)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without waiting for app threads: a stuck request must not hold the process."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _die_with_master() -> None:
+    """Ask Linux to SIGKILL us if the master dies while we are still booting.
+
+    While the app imports we cannot watch the channel, and an import can take a
+    minute; once serving, the channel's EOF gives a gentler exit.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        _exit_now(WorkerExit.ORPHANED)
+
+
+def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
+    details = traceback.format_exc()
+    log.error("worker %d failed to boot: %s\n%s", os.getpid(), reason, details.rstrip())
+    channel.send(BootFailed(reason, details))
+    _exit_now(code)
+
+
+def _load(spec: WorkerSpec, channel: Channel) -> Any:
+    try:
+        app = load_app(spec.app)
+    except AppNotFound as error:
+        # A mistake in the app spec, not a bug in the app: one line, no traceback.
+        log.error("worker %d failed to boot: %s", os.getpid(), error)
+        channel.send(BootFailed(str(error), ""))
+        _exit_now(WorkerExit.APP_LOAD_ERROR)
+    except BaseException as error:
+        _fail(channel, f"app {spec.app!r} failed to load: {error!r}", WorkerExit.APP_LOAD_ERROR)
+    if spec.health_path:
+        try:
+            probe_wsgi(app, spec.health_path)
+        except BaseException as error:
+            _fail(channel, f"health probe failed: {error}", WorkerExit.PROBE_FAILED)
+    return app
+
+
+def _rss_kib() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class WorkerRuntime:
+    """Drives one engine: signals, heartbeats, the lifeline to the master, drain."""
+
+    def __init__(self, spec: WorkerSpec, channel: Channel, engine: Any,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.engine = engine
+        self.loop = loop
+        self.stop_requested = asyncio.Event()
+        self.drain_timeout = spec.graceful_timeout
+        self.exit_code = WorkerExit.OK
+
+    async def run(self, started: float) -> None:
+        listeners = [socket.socket(fileno=fd) for fd in self.spec.listeners]
+        await self.engine.start(listeners)
+        self._install_signals()
+        self.loop.add_reader(self.channel.sock.fileno(), self._on_master_readable)
+        self.channel.send(Ready(boot_seconds=time.monotonic() - started))
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        await self.stop_requested.wait()
+        heartbeat.cancel()
+        await self.engine.drain(time.monotonic() + self.drain_timeout)
+
+    def _install_signals(self) -> None:
+        self.loop.add_signal_handler(signal.SIGTERM, self._drain, self.spec.graceful_timeout)
+        for quick in (signal.SIGINT, signal.SIGQUIT):
+            self.loop.add_signal_handler(quick, _exit_now, WorkerExit.OK)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.engine.reopen_logs)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _drain(self, timeout: float) -> None:
+        if not self.stop_requested.is_set():
+            self.drain_timeout = timeout
+            self.stop_requested.set()
+
+    def _on_master_readable(self) -> None:
+        try:
+            data = self.channel.sock.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            log.warning("worker %d: master is gone; exiting", os.getpid())
+            self.loop.remove_reader(self.channel.sock.fileno())
+            self.exit_code = WorkerExit.ORPHANED
+            self._drain(ORPHAN_DRAIN_TIMEOUT)
+
+    async def _heartbeat(self) -> None:
+        retired = False
+        while True:
+            engine = self.engine
+            self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
+                                        engine.connections, _rss_kib()))
+            limit = self.spec.max_requests
+            if limit and not retired and engine.requests_served >= limit:
+                retired = True
+                self.channel.send(Retire(f"served --max-requests {limit}"))
+            await asyncio.sleep(self.spec.heartbeat_interval)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def main() -> NoReturn:
+    spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
+    started = time.monotonic()
+    _die_with_master()
+    configure_logging(spec.log_level)
+    channel = Channel(spec.channel)
+    app = _load(spec, channel)
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        engine_class = load_engine(spec.worker_class)
+        engine = engine_class(app, EngineSettings(**spec.engine), loop)
+        runtime = WorkerRuntime(spec, channel, engine, loop)
+        # Serving now: the master's death is noticed through the channel instead.
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+        loop.run_until_complete(runtime.run(started))
+    except BaseException as error:
+        _fail(channel, f"worker error: {error!r}", WorkerExit.BOOT_ERROR)
+    _exit_now(runtime.exit_code)

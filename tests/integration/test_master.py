@@ -1,0 +1,166 @@
+"""The master's own promises: one PID, no orphans, clear errors, the control surfaces."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from release import point_current, write_release
+
+from unbroken.loadgen import Load, summarize
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_workers_exit_when_the_master_is_killed(service_factory: Any) -> None:
+    service = service_factory()
+    service.wait_serving()
+    workers = service.worker_pids()
+    os.kill(service.process.pid, signal.SIGKILL)
+    service.process.wait(5)
+    killed_at = time.monotonic()
+    wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5)
+    assert time.monotonic() - killed_at < 2.0
+
+
+def test_master_pid_is_stable_and_pidfile_is_managed(service_factory: Any,
+                                                     releases: Path) -> None:
+    pidfile = releases / "unbroken.pid"
+    service = service_factory("--pid", str(pidfile))
+    state = service.wait_serving()
+    assert int(pidfile.read_text()) == service.process.pid == state["master_pid"]
+    for generation in (2, 3):  # one at a time: the kernel merges pending HUPs
+        os.kill(service.process.pid, signal.SIGHUP)
+        wait_until(lambda g=generation: service.status()["generation"] == g)
+    assert service.status()["master_pid"] == service.process.pid
+    service.stop()
+    assert service.process.returncode == 0
+    assert not pidfile.exists()
+
+
+def test_graceful_stop_finishes_in_flight_requests(service_factory: Any) -> None:
+    service = service_factory("--threads", "2")
+    service.wait_serving()
+    slow = Load(service.address, clients=2, keep_alive=False, path="/slow?s=1.5",
+                max_requests=2, duration=20).start()
+    time.sleep(0.4)
+    result = subprocess.run([sys.executable, "-m", "unbroken", "stop", "--control",
+                             service.control], capture_output=True, text=True, timeout=60)
+    samples = slow.stop()
+    assert result.returncode == 0, result.stderr
+    assert [s.error for s in samples] == [None, None]
+    service.process.wait(10)
+    assert service.process.returncode == 0
+
+
+def test_master_fifo_and_signals_scale_and_reload(service_factory: Any,
+                                                  releases: Path) -> None:
+    fifo = releases / "master.fifo"
+    service = service_factory("--master-fifo", str(fifo), workers=1)
+    service.wait_serving()
+    with open(fifo, "w") as commands:
+        commands.write("+")
+    wait_until(lambda: len([w for w in service.status()["workers"]
+                            if w["state"] == "ready"]) == 2)
+    os.kill(service.process.pid, signal.SIGTTOU)
+    wait_until(lambda: len(service.status()["workers"]) == 1)
+    write_release(releases, "v2")
+    point_current(releases, "v2")
+    with open(fifo, "w") as commands:
+        commands.write("r")
+    wait_until(lambda: service.status()["generation"] == 2)
+    reply = subprocess.run([sys.executable, "-m", "unbroken", "scale", "3", "--control",
+                            service.control], capture_output=True, text=True, timeout=30)
+    assert reply.returncode == 0
+    wait_until(lambda: sum(w["state"] == "ready" for w in service.status()["workers"]) == 3)
+
+
+def test_max_requests_recycles_workers_without_failures(service_factory: Any) -> None:
+    service = service_factory("--max-requests", "100", "--max-requests-jitter", "20")
+    service.wait_serving()
+    first = set(service.worker_pids())
+    with Load(service.address, clients=4, keep_alive=True, duration=60,
+              max_requests=1500) as load:
+        wait_until(lambda: not first & set(service.worker_pids()), timeout=30)
+    samples = load.wait()
+    summary = summarize(samples)
+    assert summary.failures == 0, (summary, service.output()[-2000:])
+
+
+def test_status_cli_shows_workers(service_factory: Any) -> None:
+    service = service_factory()
+    service.wait_serving()
+    result = subprocess.run([sys.executable, "-m", "unbroken", "status", "--control",
+                             service.control], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "generation 1" in result.stdout
+    assert result.stdout.count(" ready ") == 2
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unbroken", *args], capture_output=True,
+                          text=True, timeout=60, cwd=cwd)
+
+
+def test_bad_app_path_is_one_line(tmp_path: Path) -> None:
+    write_release(tmp_path, "v1")
+    result = run_cli("serve", "nosuchmodule:app", "--chdir", str(tmp_path / "releases/v1"),
+                     "-b", "127.0.0.1:0", "--control", str(tmp_path / "c.sock"))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    expected = (r"unbroken: startup failed: worker \d+: app module 'nosuchmodule' not found "
+                r"\(in .*releases/v1\)")
+    assert re.fullmatch(expected, last), last
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_and_bad_address_are_one_line(tmp_path: Path) -> None:
+    result = run_cli("serve", "app:app", "-w", "0")
+    assert result.returncode == 2 and "must be at least 1" in result.stderr
+    result = run_cli("serve", "app:app", "-b", "127.0.0.1:http")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "unbroken: bind '127.0.0.1:http': port 'http' is not a number"
+
+
+def test_port_in_use_names_the_address(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        result = run_cli("serve", "app:app", "-b", f"127.0.0.1:{port}", "--control",
+                         str(tmp_path / "c.sock"))
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    expected = f"unbroken: cannot bind 127.0.0.1:{port}: address already in use"
+    assert result.stderr.strip() == expected
+
+
+def test_reload_without_a_service_says_so(tmp_path: Path) -> None:
+    result = run_cli("reload", "--control", str(tmp_path / "none.sock"))
+    assert result.returncode == 1
+    assert "no unbroken service at" in result.stderr

@@ -1,0 +1,149 @@
+"""The rollout policy with plain data: no processes, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from unbroken.rollout.lifecycle import IllegalTransition, WorkerState, transition
+from unbroken.rollout.planner import (
+    CompleteRollout,
+    DrainWorker,
+    KillWorker,
+    PoolView,
+    SpawnWorker,
+    WorkerView,
+    plan,
+)
+
+B, R, D = WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING
+NOW = 100.0
+
+
+def worker(id: int, generation: int, state: WorkerState, **kw: object) -> WorkerView:
+    fields: dict[str, object] = {"spawned_at": NOW - 1, "last_seen": NOW}
+    fields.update(kw)
+    return WorkerView(id, generation, state, **fields)  # type: ignore[arg-type]
+
+
+def view(*workers: WorkerView, desired: int = 2, target: int = 1, rolling: bool = False,
+         surge: int = 0, **kw: object) -> PoolView:
+    base = PoolView(desired=desired, target=target, rolling=rolling, surge=surge,
+                    workers=workers, now=NOW, spawn_allowed=True, boot_timeout=60,
+                    timeout=30, graceful_timeout=30)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def kinds(actions: list[object]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def test_initial_boot_spawns_the_whole_generation_then_completes() -> None:
+    assert plan(view(rolling=True)) == [SpawnWorker(1), SpawnWorker(1)]
+    assert plan(view(worker(1, 1, B), worker(2, 1, R), rolling=True)) == []
+    assert plan(view(worker(1, 1, R), worker(2, 1, R), rolling=True)) == [CompleteRollout(1)]
+
+
+def test_steady_state_does_nothing() -> None:
+    assert plan(view(worker(1, 1, R), worker(2, 1, R))) == []
+
+
+def test_crashed_worker_is_replaced() -> None:
+    assert plan(view(worker(1, 1, R))) == [SpawnWorker(1)]
+
+
+def test_no_spawn_while_backing_off() -> None:
+    assert plan(view(worker(1, 1, R), spawn_allowed=False)) == []
+
+
+def test_whole_generation_reload_keeps_old_until_all_new_ready() -> None:
+    old = (worker(1, 1, R), worker(2, 1, R))
+    assert plan(view(*old, target=2, rolling=True)) == [SpawnWorker(2), SpawnWorker(2)]
+    half = view(*old, worker(3, 2, R), worker(4, 2, B), target=2, rolling=True)
+    assert plan(half) == []  # one new ready: still nobody drained
+    full = view(*old, worker(3, 2, R), worker(4, 2, R), target=2, rolling=True)
+    assert plan(full) == [DrainWorker(1), DrainWorker(2), CompleteRollout(2)]
+
+
+def test_surge_rolls_k_at_a_time_and_never_drops_capacity() -> None:
+    old = (worker(1, 1, R), worker(2, 1, R), worker(3, 1, R))
+    assert plan(view(*old, desired=3, target=2, rolling=True, surge=1)) == [SpawnWorker(2)]
+    booting = view(*old, worker(4, 2, B), desired=3, target=2, rolling=True, surge=1)
+    assert plan(booting) == []
+    one_ready = view(*old, worker(4, 2, R), desired=3, target=2, rolling=True, surge=1)
+    assert plan(one_ready) == [SpawnWorker(2), DrainWorker(1)]
+
+
+def test_abort_is_a_target_switch_back_and_restores_old_generation() -> None:
+    # surge roll aborted after one old worker was replaced: target points back at 1
+    state = view(worker(2, 1, R), worker(3, 1, R), worker(4, 2, R), desired=3, target=1)
+    assert plan(state) == [SpawnWorker(1)]  # new worker 4 keeps serving meanwhile
+    restored = view(worker(2, 1, R), worker(3, 1, R), worker(5, 1, R), worker(4, 2, R),
+                    desired=3, target=1)
+    assert plan(restored) == [DrainWorker(4)]
+
+
+def test_booting_workers_of_an_aborted_generation_are_drained() -> None:
+    state = view(worker(1, 1, R), worker(2, 1, R), worker(3, 2, B), target=1)
+    assert plan(state) == [DrainWorker(3)]
+
+
+def test_retiring_worker_is_replaced_before_it_is_drained() -> None:
+    state = view(worker(1, 1, R, retiring=True), worker(2, 1, R))
+    assert plan(state) == [SpawnWorker(1)]
+    replaced = view(worker(1, 1, R, retiring=True), worker(2, 1, R), worker(3, 1, R))
+    assert plan(replaced) == [DrainWorker(1)]
+
+
+def test_scale_down_drains_booting_first_then_oldest() -> None:
+    state = view(worker(1, 1, R, spawned_at=1), worker(2, 1, R, spawned_at=2),
+                 worker(3, 1, B), desired=1)
+    assert plan(state) == [DrainWorker(3), DrainWorker(1)]
+
+
+def test_expiry_kills_and_replaces() -> None:
+    late_boot = worker(1, 2, B, spawned_at=NOW - 61)
+    silent = worker(2, 1, R, last_seen=NOW - 31)
+    stuck = worker(3, 1, D, drain_started=NOW - 33)
+    actions = plan(view(late_boot, silent, stuck, worker(4, 1, R), target=1))
+    killed = [a for a in actions if isinstance(a, KillWorker)]
+    assert [k.worker for k in killed] == [1, 2, 3]
+    assert "boot-timeout" in killed[0].reason
+    assert SpawnWorker(1) in actions
+
+
+@pytest.mark.parametrize("desired", [1, 2, 3, 5])
+@pytest.mark.parametrize("surge", [0, 1, 2])
+def test_ready_capacity_never_drops_below_desired_during_a_roll(desired: int, surge: int) -> None:
+    """Simulate a whole roll: new workers become ready one per step."""
+    workers = {i: worker(i, 1, R) for i in range(1, desired + 1)}
+    next_id = desired + 1
+    for _ in range(10 * desired + 10):
+        current = view(*workers.values(), desired=desired, target=2, rolling=True, surge=surge)
+        actions = plan(current)
+        for action in actions:
+            if isinstance(action, SpawnWorker):
+                workers[next_id] = worker(next_id, 2, B)
+                next_id += 1
+            elif isinstance(action, DrainWorker):
+                workers[action.worker] = replace(workers[action.worker], state=D)
+        ready = [w for w in workers.values() if w.state is R]
+        assert len(ready) >= desired
+        if any(isinstance(a, CompleteRollout) for a in actions):
+            break
+        booting = [w for w in workers.values() if w.state is B]
+        if booting:  # one boot completes per step
+            workers[booting[0].id] = replace(booting[0], state=R)
+        workers = {i: w for i, w in workers.items() if w.state is not D}
+    else:
+        pytest.fail("roll never completed")
+    assert sum(1 for w in workers.values() if w.generation == 2 and w.state is R) == desired
+
+
+def test_lifecycle_rejects_illegal_transitions() -> None:
+    assert transition(B, R) is R
+    with pytest.raises(IllegalTransition):
+        transition(D, R)
+    with pytest.raises(IllegalTransition):
+        transition(WorkerState.EXITED, B)
