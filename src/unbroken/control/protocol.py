@@ -79,7 +79,7 @@ def decode_request(line: bytes) -> Request:
     command = payload.get("command")
     if command not in COMMANDS:
         raise ProtocolError(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
-    arguments = payload.get("arguments") or {}
+    arguments = payload.get("arguments", {})
     if not isinstance(arguments, dict):
         raise ProtocolError("arguments must be an object")
     return Request(command, arguments)

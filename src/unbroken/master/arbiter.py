@@ -180,11 +180,16 @@ class Master:
         return PoolView(
             desired=self.desired, target=self.target, rolling=self.rollout is not None,
             surge=self.config.reload_surge, workers=workers, now=now,
-            spawn_allowed=(now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES)
-            or self.rollout is not None,
+            spawn_allowed=self._spawn_allowed(now),
             boot_timeout=self.config.boot_timeout, timeout=self.config.timeout,
             graceful_timeout=self.config.graceful_timeout,
         )
+
+    def _spawn_allowed(self, now: float) -> bool:
+        """During a reload a failure aborts it, so only steady-state respawns back off."""
+        if self.rollout is not None:
+            return True
+        return now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES
 
     def _perform(self, action: Action) -> None:
         if isinstance(action, SpawnWorker):

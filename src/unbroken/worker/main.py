@@ -81,9 +81,21 @@ def _die_with_master() -> None:
         _exit_now(WorkerExit.ORPHANED)
 
 
+def _user_traceback(error: BaseException) -> str:
+    """The traceback without unbroken's and importlib's own frames: the user's code only."""
+    summary = traceback.TracebackException.from_exception(error)
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack
+         if not frame.filename.startswith(own) and "importlib" not in frame.filename])
+    return "".join(summary.format())
+
+
 def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
-    details = traceback.format_exc()
-    log.error("worker %d failed to boot: %s\n%s", os.getpid(), reason, details.rstrip())
+    """Report a boot failure; the master logs the traceback, the worker one line."""
+    error = sys.exc_info()[1]
+    details = _user_traceback(error) if error is not None else ""
+    log.error("worker %d failed to boot: %s", os.getpid(), reason)
     channel.send(BootFailed(reason, details))
     _exit_now(code)
 

@@ -1,0 +1,101 @@
+"""Accepting connections on inherited listening sockets, with back-pressure.
+
+Why our own accept loop instead of `loop.create_server(sock=...)`:
+- Stopping (drain, or max_connections reached) must not close the listening
+  socket: the master and the next generation of workers share it. Here stopping
+  is only `remove_reader`; the fd stays open and the kernel keeps queueing.
+- Running out of descriptors (EMFILE/ENFILE) or kernel memory (ENOBUFS/ENOMEM)
+  is back-pressure, not a crash: log, stop watching for ~0.5 s, retry. The
+  pending connection stays in the backlog for us or a sibling worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+error_log = logging.getLogger("unbroken.error")
+
+# errno values that mean "the process or the kernel is out of a resource".
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+RESOURCE_BACKOFF_TIMEOUT = 0.5
+# Connections taken per readiness event: enough to empty a burst, small enough
+# that one busy listener cannot starve the requests already in progress.
+ACCEPTS_PER_WAKEUP = 32
+
+
+class Acceptor:
+    """Watches one listening socket and hands each accepted socket to `on_accepted`."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: socket.socket,
+        on_accepted: Callable[[socket.socket], None],
+        may_accept: Callable[[], bool],
+    ) -> None:
+        self._loop = loop
+        self._listener = listener
+        self._on_accepted = on_accepted
+        self._may_accept = may_accept
+        self._watching = False
+        self._stopped = False
+        self._backoff: asyncio.TimerHandle | None = None
+        # Non-blocking is a flag on the shared open file description; the master
+        # never calls accept(), and siblings want it non-blocking too.
+        listener.setblocking(False)
+
+    def resume(self) -> None:
+        """Watch the socket again unless stopped for good or backing off."""
+        if self._watching or self._stopped or self._backoff is not None:
+            return
+        self._loop.add_reader(self._listener.fileno(), self._accept_ready)
+        self._watching = True
+
+    def pause(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._listener.fileno())
+            self._watching = False
+
+    def stop(self) -> None:
+        """Stop for good (drain). The listening socket itself is left open."""
+        self._stopped = True
+        self.pause()
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
+
+    def _accept_ready(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            if not self._may_accept():
+                self.pause()
+                return
+            try:
+                connection, _address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # a sibling worker won the race
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            connection.setblocking(False)
+            self._on_accepted(connection)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in RESOURCE_ERRNOS:
+            error_log.warning(
+                "accept() failed (%s); pausing %.1fs", exc.strerror, RESOURCE_BACKOFF_TIMEOUT
+            )
+            self.pause()
+            self._backoff = self._loop.call_later(RESOURCE_BACKOFF_TIMEOUT, self._end_backoff)
+        elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+            error_log.error("accept() failed: %s", exc)
+            # Unknown errors are retried too; a tight loop is avoided by the backoff.
+            self.pause()
+            self._backoff = self._loop.call_later(RESOURCE_BACKOFF_TIMEOUT, self._end_backoff)
+
+    def _end_backoff(self) -> None:
+        self._backoff = None
+        self.resume()

@@ -1,0 +1,602 @@
+"""The connection core shared by every engine: one HTTP/1.1 connection, one server.
+
+Rules:
+1. Everything here runs on the event-loop thread. Engines that run applications in
+   threads reach it only through `loop.call_soon_threadsafe`.
+2. One request at a time per connection: the next pipelined request starts when
+   the previous response has ended, so responses are in order by construction.
+   Later requests wait as parsed events in `_pending`.
+3. The engine plugs in through `RequestHandler.handle(exchange)`, which returns an
+   `ExchangeListener` that receives body data and flow-control news.
+4. Whether a response keeps the connection alive is decided when its head is
+   written (`Exchange.send`), because a drain may have begun since the app started.
+
+Timers, one at a time per connection (the `_timer` field):
+    fresh connection, nothing received ........ header_timeout → close
+    idle between requests ...................... keep_alive_timeout → close
+    part of a head received .................... header_timeout from its first byte → 408, close
+    body expected, not paused, app is reading .. body_timeout between arrivals → 408/close
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from unbroken.engines import EngineSettings
+from unbroken.engines.acceptor import Acceptor
+from unbroken.engines.access_log import AccessLog
+from unbroken.http.errors import HTTPError, RequestTimeout
+from unbroken.http.events import (
+    BodyData,
+    Event,
+    MessageComplete,
+    RequestHead,
+    RequestRejected,
+)
+from unbroken.http.parser import ParserLimits, RequestParser
+from unbroken.http.response import (
+    LAST_CHUNK,
+    DateCache,
+    Framing,
+    ResponsePlan,
+    encode_chunk,
+    error_response,
+)
+
+# Unread request body (or queued pipelined bytes) above which we stop reading.
+READ_HIGH_WATER = 256 * 1024
+# How long a closing connection keeps swallowing unread request bytes, so that the
+# client reads our response before a RST (RFC 9112 §9.6 "lingering close").
+LINGER_TIMEOUT = 2.0
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+END_CLOSE = b"connection: close\r\n\r\n"
+END_KEEP_ALIVE_10 = b"connection: keep-alive\r\n\r\n"
+END_HEAD = b"\r\n"
+
+
+class ExchangeListener(Protocol):
+    """What an engine does with one request, as seen from the core."""
+
+    def body_received(self, data: bytes) -> int:
+        """Take body bytes; return how many bytes are now buffered unread."""
+        ...
+
+    def body_complete(self) -> None: ...
+
+    def body_failed(self, error: Exception) -> None: ...
+
+    def writing_paused(self) -> None: ...
+
+    def writing_resumed(self) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+
+class RequestHandler(Protocol):
+    def handle(self, exchange: Exchange) -> ExchangeListener: ...
+
+
+class Exchange:
+    """One request and its response on a connection (loop-thread object)."""
+
+    def __init__(self, connection: HTTPConnection, head: RequestHead) -> None:
+        self.connection = connection
+        self.head = head
+        self.listener: ExchangeListener | None = None
+        self.request_complete = not head.has_body
+        self.continue_sent = False
+        self.reading_body = False
+        self.plan: ResponsePlan | None = None
+        self.keep_alive = False
+        self.finished = False
+        self.body_sent = 0
+        self.started = time.time()
+
+    @property
+    def server(self) -> ConnectionServer:
+        return self.connection.server
+
+    # ------------------------------------------------------------ request side
+
+    def read_body(self) -> None:
+        """The app wants the body: say 100 Continue if the client waits for it."""
+        if self.reading_body or self.finished:
+            return
+        self.reading_body = True
+        connection = self.connection
+        if self.head.expect_continue and not self.request_complete and self.plan is None:
+            connection.write(CONTINUE)
+            self.continue_sent = True
+        connection.refresh_timer()
+
+    def resume_body(self) -> None:
+        """The app consumed enough buffered body: read from the socket again."""
+        self.connection.resume_reading("body")
+
+    # ----------------------------------------------------------- response side
+
+    def send(self, plan: ResponsePlan | None, data: bytes, end: bool) -> None:
+        """Write the head (when `plan` is given), body bytes, and maybe the end."""
+        if self.finished or self.connection.closing:
+            return
+        parts: list[bytes] = []
+        if plan is not None:
+            self._start_response(plan, parts)
+        framing = self.plan.framing if self.plan is not None else Framing.NONE
+        if data:
+            self._append_body(framing, data, parts)
+        if end and framing is Framing.CHUNKED:
+            parts.append(LAST_CHUNK)
+        if parts:
+            self.connection.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if end:
+            self._finish()
+
+    def _start_response(self, plan: ResponsePlan, parts: list[bytes]) -> None:
+        self.plan = plan
+        self.keep_alive = self.connection.may_keep_alive(self, plan)
+        parts.append(plan.head)
+        if not self.keep_alive:
+            parts.append(END_CLOSE)
+        elif self.head.version == "1.0":
+            parts.append(END_KEEP_ALIVE_10)
+        else:
+            parts.append(END_HEAD)
+
+    def _append_body(self, framing: Framing, data: bytes, parts: list[bytes]) -> None:
+        if framing is Framing.NONE:
+            return
+        if framing is Framing.CHUNKED:
+            parts.append(encode_chunk(data))
+        elif framing is Framing.LENGTH and self.plan is not None:
+            room = (self.plan.content_length or 0) - self.body_sent
+            if len(data) > room:
+                data = data[:room]  # never send more than announced (PEP 3333)
+            parts.append(data)
+        else:
+            parts.append(data)
+        self.body_sent += len(data)
+
+    async def sendfile(self, file: Any, offset: int, count: int) -> bool:
+        """Send body bytes from a file with the kernel's sendfile(2).
+
+        Returns False when this loop cannot (uvloop has no `loop.sendfile`); the
+        caller then streams the file itself. The head must already be sent.
+        """
+        transport = self.connection.transport
+        if self.finished or transport is None or self.connection.closing:
+            return True
+        try:
+            sent = await self.server.loop.sendfile(transport, file, offset, count, fallback=False)
+        except (NotImplementedError, asyncio.SendfileNotAvailableError):
+            return False
+        self.body_sent += sent
+        return True
+
+    def abort(self) -> None:
+        """The app failed after its head was sent: the response cannot be completed."""
+        if not self.finished:
+            self.keep_alive = False
+            self.finished = True
+            self.connection.exchange_ended(self)
+            self.connection.close()
+
+    def _finish(self) -> None:
+        self.finished = True
+        plan = self.plan
+        lied = plan is not None and plan.framing is Framing.LENGTH
+        if lied and plan is not None and self.body_sent != plan.content_length:
+            self.keep_alive = False  # the app sent less than it announced
+        self.connection.exchange_ended(self)
+
+
+class Phase(enum.Enum):
+    FRESH = "fresh"
+    IDLE = "idle"
+    HEAD = "head"
+    ACTIVE = "active"
+    CLOSING = "closing"
+
+
+class HTTPConnection(asyncio.Protocol):
+    """One client connection: parse, dispatch in order, write, time out."""
+
+    def __init__(self, server: ConnectionServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(server.parser_limits)
+        self.phase = Phase.FRESH
+        self.current: Exchange | None = None
+        self._pending: deque[Event] = deque()
+        self._pending_bytes = 0
+        self._read_pauses: set[str] = set()
+        self._writing_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._eof = False
+        self.peername: Any = None
+        self.sockname: Any = None
+
+    @property
+    def closing(self) -> bool:
+        return self.phase is Phase.CLOSING
+
+    # --------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only duck-alike.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.server.connection_opened(self)
+        self._arm(self.server.settings.header_timeout, self.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.CLOSING:
+            return  # lingering: swallow
+        events = self.parser.feed(data)
+        if self.phase in (Phase.FRESH, Phase.IDLE) and self.parser.in_head:
+            self._enter_head_phase()
+        for event in events:
+            self._route(event)
+        if self.current is None:
+            self._next_request()
+        else:
+            self.refresh_timer()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        current = self.current
+        if current is not None and not current.request_complete and current.listener is not None:
+            current.listener.body_failed(ConnectionResetError("client closed mid-body"))
+        if current is None or self.closing:
+            if self.transport is not None:
+                self.transport.close()
+            return None
+        # Half-closed after a complete request: answer it, then close.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = Phase.CLOSING
+        self._cancel_timer()
+        current, self.current = self.current, None
+        if current is not None and not current.finished:
+            current.finished = True
+            self.server.exchange_ended(current, served=False)
+            if current.listener is not None:
+                current.listener.connection_lost()
+        self.server.connection_closed(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.current is not None and self.current.listener is not None:
+            self.current.listener.writing_paused()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.current is not None and self.current.listener is not None:
+            self.current.listener.writing_resumed()
+
+    # ------------------------------------------------------------- routing
+
+    def _route(self, event: Event) -> None:
+        """Body events of the current request go to it; all else waits in order."""
+        current = self.current
+        if current is not None and not self._pending and self._route_to_current(current, event):
+            return
+        self._pending.append(event)
+        if isinstance(event, BodyData):
+            self._pending_bytes += len(event.data)
+            if self._pending_bytes > READ_HIGH_WATER:
+                self.pause_reading("pipeline")
+
+    def _route_to_current(self, current: Exchange, event: Event) -> bool:
+        if current.request_complete:
+            return False
+        if isinstance(event, BodyData):
+            self._deliver_body(current, event.data)
+        elif isinstance(event, MessageComplete):
+            self._complete_request(current)
+        elif isinstance(event, RequestRejected):
+            self._reject_current(current, event.error)
+        else:
+            return False
+        return True
+
+    def _deliver_body(self, current: Exchange, data: bytes) -> None:
+        if current.finished:
+            return  # the response is done; the rest of the body is discarded
+        if current.listener is not None and current.listener.body_received(data) > READ_HIGH_WATER:
+            self.pause_reading("body")
+
+    def _complete_request(self, current: Exchange) -> None:
+        current.request_complete = True
+        self._cancel_timer()
+        if current.finished:
+            self.current = None  # was discarding the unread body; move on
+            self._next_request()
+        elif current.listener is not None:
+            current.listener.body_complete()
+
+    def _reject_current(self, current: Exchange, error: HTTPError) -> None:
+        """The body broke framing or a limit: answer the error if we still can."""
+        if current.listener is not None:
+            current.listener.body_failed(error)
+        if current.plan is None and not current.finished:
+            self.write(error_response(error.status, error.phrase, self.server.date_field()))
+        current.abort()
+
+    def _next_request(self) -> None:
+        """Start the next buffered request, or wait for one."""
+        while self.current is None and self._pending and not self.closing:
+            event = self._pending.popleft()
+            if isinstance(event, BodyData):
+                self._pending_bytes -= len(event.data)
+            if isinstance(event, RequestHead):
+                self._start_exchange(event)
+            elif isinstance(event, RequestRejected):
+                self._answer_error(event.error)
+        if self._pending_bytes <= READ_HIGH_WATER:
+            self.resume_reading("pipeline")
+        if self.current is None and not self.closing:
+            self._wait_for_request()
+
+    def _start_exchange(self, head: RequestHead) -> None:
+        exchange = Exchange(self, head)
+        self.current = exchange
+        self.phase = Phase.ACTIVE
+        self._cancel_timer()
+        self.server.exchange_started(exchange)
+        exchange.listener = self.server.handler.handle(exchange)
+        # Body events already parsed for this request go to it now, in order.
+        while self._pending and not isinstance(self._pending[0], RequestHead):
+            event = self._pending.popleft()
+            if isinstance(event, BodyData):
+                self._pending_bytes -= len(event.data)
+            self._route_to_current(exchange, event)
+            if isinstance(event, MessageComplete | RequestRejected):
+                break
+
+    def _wait_for_request(self) -> None:
+        if self._eof:
+            self.close()
+        elif self.parser.in_head:
+            self._enter_head_phase()
+        else:
+            self.phase = Phase.IDLE
+            self._arm(self.server.settings.keep_alive_timeout, self.close)
+
+    def _enter_head_phase(self) -> None:
+        if self.phase is not Phase.HEAD:
+            self.phase = Phase.HEAD
+            self._arm(self.server.settings.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._answer_error(RequestTimeout("request head not received in time"))
+
+    def _answer_error(self, error: HTTPError) -> None:
+        self.write(error_response(error.status, error.phrase, self.server.date_field()))
+        self.server.log_rejection(self, error)
+        self.close()
+
+    # ---------------------------------------------------------- keep-alive
+
+    def may_keep_alive(self, exchange: Exchange, plan: ResponsePlan) -> bool:
+        if plan.must_close or not exchange.head.keep_alive:
+            return False
+        head = exchange.head
+        if head.expect_continue and not exchange.continue_sent and not exchange.request_complete:
+            return False  # the client may or may not send the body now: ambiguous
+        if self.server.draining:
+            return any(isinstance(event, RequestHead) for event in self._pending)
+        return True
+
+    def exchange_ended(self, exchange: Exchange) -> None:
+        self.server.exchange_ended(exchange, served=True)
+        if not exchange.keep_alive:
+            self.close()
+            return
+        if exchange.request_complete:
+            self.current = None
+            self._next_request()
+        else:
+            self.resume_reading("body")  # discard the rest of the body, then continue
+            self.refresh_timer()
+
+    # -------------------------------------------------------------- I/O helpers
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after flushing; keep swallowing input briefly so the client sees our answer."""
+        transport = self.transport
+        if transport is None or self.phase is Phase.CLOSING:
+            return
+        self.phase = Phase.CLOSING
+        self._cancel_timer()
+        self._read_pauses.clear()
+        unread = self.current is not None and not self.current.request_complete
+        if (unread or self.parser.in_head) and transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self._timer = self.server.loop.call_later(LINGER_TIMEOUT, self.abort)
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+            self._cancel_timer()
+        self._read_pauses.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+            self.refresh_timer()
+
+    def refresh_timer(self) -> None:
+        """(Re)arm the body timer while the app waits for body bytes we are reading."""
+        current = self.current
+        if current is None or self.closing or current.request_complete or self._read_pauses:
+            return
+        if current.head.expect_continue and not current.continue_sent:
+            return  # the client is waiting for us, not the other way round
+        if current.reading_body or current.finished:
+            self._arm(self.server.settings.body_timeout, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        if self.current is not None:
+            self._reject_current(self.current, RequestTimeout("request body stalled"))
+        else:
+            self.close()
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.server.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class ConnectionServer:
+    """Accepts on the listeners, owns the connections, counts, and drains.
+
+    Counters are plain ints written only by the loop thread.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        settings: EngineSettings,
+        handler: RequestHandler,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.handler = handler
+        self.access_log = access_log
+        self.parser_limits = ParserLimits(
+            request_line=settings.limit_request_line,
+            field_size=settings.limit_request_field_size,
+            fields=settings.limit_request_fields,
+            header_block=settings.limit_request_headers,
+            max_body_size=settings.max_body_size,
+        )
+        self.requests_served = 0
+        self.in_flight = 0
+        self.draining = False
+        self._dates = DateCache()
+        self._acceptors: list[Acceptor] = []
+        self._connections: set[HTTPConnection] = set()
+        self._accepted = 0  # sockets accepted and not yet closed
+        self._all_closed: asyncio.Event | None = None
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def date_field(self) -> bytes:
+        return self._dates.field(time.time())
+
+    # ------------------------------------------------------------ accepting
+
+    def start(self, listeners: list[socket.socket]) -> None:
+        """Begin accepting; returns at once (the loop does the rest)."""
+        for listener in listeners:
+            acceptor = Acceptor(self.loop, listener, self._accepted_socket, self._may_accept)
+            self._acceptors.append(acceptor)
+            acceptor.resume()
+
+    def stop_accepting(self) -> None:
+        for acceptor in self._acceptors:
+            acceptor.stop()
+
+    def _may_accept(self) -> bool:
+        return not self.draining and self._accepted < self.settings.max_connections
+
+    def _accepted_socket(self, sock: socket.socket) -> None:
+        self._accepted += 1
+        task = self.loop.create_task(self._adopt(sock))
+        task.add_done_callback(_consume_result)
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HTTPConnection(self), sock)
+        except OSError:
+            sock.close()
+            self._socket_released()
+
+    def _socket_released(self) -> None:
+        self._accepted -= 1
+        if self._all_closed is not None and self._accepted == 0:
+            self._all_closed.set()
+        if self._may_accept():
+            for acceptor in self._acceptors:
+                acceptor.resume()
+
+    # -------------------------------------------------- connection callbacks
+
+    def connection_opened(self, connection: HTTPConnection) -> None:
+        self._connections.add(connection)
+
+    def connection_closed(self, connection: HTTPConnection) -> None:
+        self._connections.discard(connection)
+        self._socket_released()
+
+    def exchange_started(self, exchange: Exchange) -> None:
+        self.in_flight += 1
+
+    def exchange_ended(self, exchange: Exchange, *, served: bool) -> None:
+        self.in_flight -= 1
+        if served:
+            self.requests_served += 1
+        if self.access_log is not None:
+            self.access_log.log_exchange(exchange)
+
+    def log_rejection(self, connection: HTTPConnection, error: HTTPError) -> None:
+        if self.access_log is not None:
+            self.access_log.log_rejection(connection.peername, error)
+
+    # ------------------------------------------------------------- draining
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting now; wait for connections to end; at `deadline`, end them."""
+        self.draining = True
+        self.stop_accepting()
+        self._all_closed = asyncio.Event()
+        # Count accepted sockets, not connections: a socket accepted just before the
+        # drain may not have reached connection_made yet, and exiting then would
+        # reset a client whose request is already on its way.
+        if self._accepted:
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout=max(remaining, 0))
+            except TimeoutError:
+                pass
+        for connection in list(self._connections):
+            connection.abort()
+        # Let the transports run their connection_lost callbacks.
+        await asyncio.sleep(0)
+
+
+def _consume_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,338 @@
+"""The WSGI engine: PEP 3333 applications in a thread pool, on the shared core.
+
+Rules:
+1. The loop thread does all socket I/O and parsing; a request reaches a thread
+   only once its head is complete, so slow clients never hold a thread (the flaw
+   of gunicorn's gthread worker, HTTP-HARDENING.md §5.1).
+2. The common case costs two hops: `executor.submit` there, one
+   `call_soon_threadsafe(exchange.send, plan, body, end=True)` back, and that is
+   one `transport.write` of head and body joined.
+3. `close()` on the application's iterable is always called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+from unbroken.engines import EngineSettings
+from unbroken.engines.access_log import AccessLog
+from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
+from unbroken.engines.wsgi_environ import base_environ, build_environ
+from unbroken.engines.wsgi_io import FileWrapper, RequestBody, WriteGate
+from unbroken.http.errors import ResponseHeaderError
+from unbroken.http.response import DateCache, ResponsePlan, plan_response
+
+error_log = logging.getLogger("unbroken.error")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], None]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+
+
+class ClientGone(Exception):
+    """The connection closed under a running application; stop producing output."""
+
+
+class WSGIRequest:
+    """One request's life on its thread; also the core's listener for it (loop side)."""
+
+    def __init__(self, engine: WSGIEngine, exchange: Exchange) -> None:
+        self._engine = engine
+        self._exchange = exchange
+        self._loop = engine.loop
+        self.gate = WriteGate()
+        self.body = RequestBody(
+            exchange.head.has_body,
+            on_first_read=lambda: self._call_soon(exchange.read_body),
+            on_drained=lambda: self._call_soon(exchange.resume_body),
+        )
+        self._status: tuple[int, bytes] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_sent = False
+
+    def _call_soon(self, callback: Callable[[], None]) -> None:
+        self._to_loop(callback)
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Hand work to the loop thread; a closed loop means the worker is past its drain."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            raise ClientGone from None
+
+    # ------------------------------------------------ ExchangeListener (loop)
+
+    def body_received(self, data: bytes) -> int:
+        return self.body.feed(data)
+
+    def body_complete(self) -> None:
+        self.body.feed_eof()
+
+    def body_failed(self, error: Exception) -> None:
+        self.body.fail(error)
+
+    def writing_paused(self) -> None:
+        self.gate.set_paused(True)
+
+    def writing_resumed(self) -> None:
+        self.gate.set_paused(False)
+
+    def connection_lost(self) -> None:
+        self.body.fail(ConnectionResetError("client disconnected"))
+        self.gate.connection_lost()
+
+    # ----------------------------------------------------- application thread
+
+    def run(self) -> None:
+        head = self._exchange.head
+        try:
+            environ = self._engine.environ_for(self._exchange)
+            environ["wsgi.input"] = self.body
+            result = self._engine.app(environ, self.start_response)
+            try:
+                self._respond(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except ClientGone:
+            pass
+        except Exception:
+            error_log.exception("error handling %s %r", head.method.decode(), head.target)
+            try:
+                self._fail()
+            except ClientGone:
+                pass
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self._head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise RuntimeError("start_response() called twice without exc_info")
+        self._status = _parse_status(status)
+        self._headers = _encode_headers(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy `write()` callable: push bytes out now (head first if needed)."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"write() needs bytes, not {type(data).__name__}")
+        if data:
+            self._send(data, end=False)
+
+    def _respond(self, result: Iterable[bytes]) -> None:
+        if not self._head_sent and isinstance(result, list | tuple):
+            self._respond_at_once(result)
+        elif not self._head_sent and isinstance(result, FileWrapper) and _is_regular(result):
+            self._respond_with_file(result)
+        else:
+            self._stream(result)
+
+    def _respond_at_once(self, result: list[bytes] | tuple[bytes, ...]) -> None:
+        """The fast path: head and body in one hop and one write."""
+        body = result[0] if len(result) == 1 else b"".join(result)
+        if not isinstance(body, bytes):
+            raise TypeError(f"response body must be bytes, not {type(body).__name__}")
+        plan = self._plan(length_hint=len(body))
+        self._head_sent = True
+        self._to_loop(self._exchange.send, plan, body, True)
+
+    def _respond_with_file(self, wrapper: FileWrapper) -> None:
+        file = wrapper.filelike
+        offset = file.tell()
+        count = max(os.fstat(file.fileno()).st_size - offset, 0)
+        plan = self._plan(length_hint=count)
+        if plan.content_length is not None:
+            count = min(count, plan.content_length)
+        self._head_sent = True
+        coroutine = self._sendfile(plan, file, offset, count)
+        if not asyncio.run_coroutine_threadsafe(coroutine, self._loop).result():
+            file.seek(offset)
+            self._stream(wrapper, finish=True)
+
+    async def _sendfile(self, plan: ResponsePlan, file: Any, offset: int, count: int) -> bool:
+        exchange = self._exchange
+        exchange.send(plan, b"", end=False)
+        if exchange.plan is None or exchange.plan.framing.value != "content-length":
+            exchange.send(None, b"", end=True)
+            return True
+        if not await exchange.sendfile(file, offset, count):
+            return False
+        exchange.send(None, b"", end=True)
+        return True
+
+    def _stream(self, result: Iterable[bytes], finish: bool = True) -> None:
+        for chunk in result:
+            if self.gate.lost:
+                raise ClientGone
+            if not isinstance(chunk, bytes):
+                raise TypeError(f"response body must be bytes, not {type(chunk).__name__}")
+            if chunk:
+                self._send(chunk, end=False)
+        if finish:
+            self._send(b"", end=True)
+
+    def _send(self, data: bytes, end: bool) -> None:
+        plan = None
+        if not self._head_sent:
+            plan = self._plan(length_hint=len(data) if end else None)
+            self._head_sent = True
+        self.gate.reserve(len(data))
+        self._to_loop(self._send_on_loop, plan, data, end)
+
+    def _send_on_loop(self, plan: ResponsePlan | None, data: bytes, end: bool) -> None:
+        try:
+            self._exchange.send(plan, data, end)
+        finally:
+            self.gate.release(len(data))
+
+    def _plan(self, length_hint: int | None) -> ResponsePlan:
+        if self._status is None:
+            raise RuntimeError("the application did not call start_response()")
+        code, reason = self._status
+        head = self._exchange.head
+        return plan_response(
+            code,
+            reason,
+            self._headers,
+            request_method=head.method,
+            request_version=head.version,
+            date_field=self._engine.dates.field(time.time()),
+            length_hint=length_hint,
+        )
+
+    def _fail(self) -> None:
+        """Answer 500 if nothing was sent yet; otherwise the response is broken: close."""
+        exchange = self._exchange
+        if self._head_sent:
+            self._to_loop(exchange.abort)
+            return
+        self._head_sent = True
+        plan = plan_response(
+            500,
+            b"Internal Server Error",
+            [(b"content-type", b"text/plain; charset=utf-8")],
+            request_method=exchange.head.method,
+            request_version=exchange.head.version,
+            date_field=self._engine.dates.field(time.time()),
+            length_hint=len(INTERNAL_ERROR_BODY),
+        )
+        self._to_loop(exchange.send, plan, INTERNAL_ERROR_BODY, True)
+
+
+def _parse_status(status: str) -> tuple[int, bytes]:
+    code, _, reason = status.partition(" ")
+    if len(code) != 3 or not code.isdigit():
+        raise ResponseHeaderError(f"invalid status {status!r}")
+    try:
+        return int(code), reason.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ResponseHeaderError(f"status not latin-1: {status!r}") from None
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    try:
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    except (UnicodeEncodeError, AttributeError, ValueError) as exc:
+        raise ResponseHeaderError(f"response headers must be latin-1 str pairs: {exc}") from None
+
+
+def _is_regular(wrapper: FileWrapper) -> bool:
+    """sendfile(2) needs a real file with a position, not a pipe or BytesIO."""
+    try:
+        fileno = wrapper.filelike.fileno()
+        wrapper.filelike.tell()
+        return stat.S_ISREG(os.fstat(fileno).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class WSGIEngine:
+    """Serves one WSGI application. The worker calls start, drain, reopen_logs."""
+
+    def __init__(self, app: WSGIApp, settings: EngineSettings, loop: asyncio.AbstractEventLoop):
+        self.app = app
+        self.loop = loop
+        self.settings = settings
+        self.dates = DateCache()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.threads, thread_name_prefix="unbroken-wsgi"
+        )
+        self._access_log = AccessLog(settings.access_log) if settings.access_log else None
+        self._server = ConnectionServer(loop, settings, self, self._access_log)
+        self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
+
+    # Counters (the worker's heartbeat reads them). Setters exist only to satisfy
+    # the `Engine` protocol's plain attributes; the core owns the values.
+    @property
+    def requests_served(self) -> int:
+        return self._server.requests_served
+
+    @requests_served.setter
+    def requests_served(self, value: int) -> None:
+        self._server.requests_served = value
+
+    @property
+    def in_flight(self) -> int:
+        return self._server.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._server.in_flight = value
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    @connections.setter
+    def connections(self, value: int) -> None:
+        raise AttributeError("connections is counted by the connection core")
+
+    async def start(self, listeners: list[socket.socket]) -> None:
+        """Accept on `listeners` (bound and listening already); returns when accepting."""
+        self._server.start(listeners)
+
+    async def drain(self, deadline: float) -> None:
+        try:
+            await self._server.drain(deadline)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._access_log is not None:
+                self._access_log.close()
+
+    def reopen_logs(self) -> None:
+        if self._access_log is not None:
+            self._access_log.reopen()
+
+    # -------------------------------------------------- RequestHandler (loop)
+
+    def handle(self, exchange: Exchange) -> ExchangeListener:
+        request = WSGIRequest(self, exchange)
+        self._executor.submit(request.run)
+        return request
+
+    def environ_for(self, exchange: Exchange) -> dict[str, Any]:
+        connection = exchange.connection
+        return build_environ(
+            exchange.head, self._base_environ, connection.sockname, connection.peername
+        )

@@ -1,0 +1,163 @@
+"""The blocking objects a WSGI application holds, fed from the event loop.
+
+Rule: the loop thread calls the `*_from_loop` / feed methods, the application's
+thread calls the file-like methods; a `threading.Condition` is the only bridge.
+The loop never blocks; the application thread blocks only in here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+# Above this much unread body the loop has paused reading; below half of it we
+# ask the loop to resume (hysteresis, so we do not bounce on every read).
+BODY_HIGH_WATER = 256 * 1024
+# Bytes handed to the loop but not yet written to the transport, per request.
+WRITE_HIGH_WATER = 1024 * 1024
+
+
+class RequestBody:
+    """`wsgi.input`: a stream that blocks the app thread until body bytes arrive."""
+
+    def __init__(
+        self,
+        expected: bool,
+        on_first_read: Callable[[], None],
+        on_drained: Callable[[], None],
+    ) -> None:
+        self._condition = threading.Condition()
+        self._buffer = bytearray()
+        self._eof = not expected
+        self._error: Exception | None = None
+        self._on_first_read: Callable[[], None] | None = on_first_read if expected else None
+        self._on_drained = on_drained
+        self._loop_paused = False
+
+    # ------------------------------------------------------------ loop thread
+
+    def feed(self, data: bytes) -> int:
+        with self._condition:
+            self._buffer += data
+            buffered = len(self._buffer)
+            if buffered > BODY_HIGH_WATER:
+                self._loop_paused = True
+            self._condition.notify_all()
+            return buffered
+
+    def feed_eof(self) -> None:
+        with self._condition:
+            self._eof = True
+            self._condition.notify_all()
+
+    def fail(self, error: Exception) -> None:
+        with self._condition:
+            if not self._eof:
+                self._error = error
+            self._condition.notify_all()
+
+    # ----------------------------------------------------- application thread
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._condition:
+            if size is None or size < 0:
+                self._wait(lambda: False)
+                return self._take(len(self._buffer))
+            self._wait(lambda: len(self._buffer) >= size)
+            return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = None if size is None or size < 0 else size
+        with self._condition:
+            self._wait(lambda: self._line_ready(limit))
+            end = self._buffer.find(b"\n")
+            length = len(self._buffer) if end == -1 else end + 1
+            return self._take(length if limit is None else min(length, limit))
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def _line_ready(self, limit: int | None) -> bool:
+        if b"\n" in self._buffer:
+            return True
+        return limit is not None and len(self._buffer) >= limit
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Block until `ready()`, end of body, or failure (called holding the lock)."""
+        if self._on_first_read is not None:
+            notify, self._on_first_read = self._on_first_read, None
+            notify()
+        while not ready() and not self._eof:
+            if self._error is not None:
+                raise OSError(f"request body unavailable: {self._error}") from self._error
+            self._condition.wait()
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if self._loop_paused and len(self._buffer) < BODY_HIGH_WATER // 2:
+            self._loop_paused = False
+            self._on_drained()
+        return data
+
+
+class WriteGate:
+    """Holds the app thread back while the loop cannot take more response bytes."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._outstanding = 0
+        self._paused = False
+        self.lost = False
+
+    def reserve(self, size: int) -> None:
+        """(app thread) Wait for room, then count `size` bytes as in transit."""
+        with self._condition:
+            while (self._paused or self._outstanding > WRITE_HIGH_WATER) and not self.lost:
+                self._condition.wait()
+            self._outstanding += size
+
+    def release(self, size: int) -> None:
+        with self._condition:
+            self._outstanding -= size
+            self._condition.notify_all()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._condition:
+            self._paused = paused
+            self._condition.notify_all()
+
+    def connection_lost(self) -> None:
+        with self._condition:
+            self.lost = True
+            self._condition.notify_all()
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: lets the server recognise a file and sendfile(2) it."""
+
+    def __init__(self, filelike: IO[bytes] | Any, block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while chunk := read(self.block_size):
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()

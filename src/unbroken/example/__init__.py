@@ -1,0 +1,1 @@
+"""The bundled example app and the demo that reloads it under load (README, first command)."""

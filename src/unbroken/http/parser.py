@@ -1,0 +1,341 @@
+"""A sans-I/O request parser: llhttp for the grammar, this module for the limits.
+
+Rules this module keeps:
+1. No leniency of llhttp is enabled; llhttp rejects bare LF, obs-fold, CL+TE, bad
+   chunk framing. We add what llhttp lacks: sizes (414/431/413) and the checks in
+   `rules.py`.
+2. Events do not depend on how bytes are split across `feed` calls (only `BodyData`
+   boundaries may differ). To keep that true, a limit is judged at the exact byte
+   that crosses it, and only the bytes *before* that byte are given to llhttp.
+3. llhttp consumes whatever it is given, including the next pipelined request. So
+   we hand it one message at a time: the head up to its blank line, a
+   Content-Length body up to its length, a chunked body up to each `CRLFCRLF` (the
+   only place a chunked message can end). The head is therefore always seen by our
+   own line scanner first, which is what lets us bound its size before httptools
+   buffers a header value.
+4. An error never discards the events before it: a valid request followed by
+   garbage yields the request, then `RequestRejected`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import httptools
+
+from unbroken.http import rules
+from unbroken.http.errors import (
+    BadRequest,
+    ContentTooLarge,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    URITooLong,
+)
+from unbroken.http.events import (
+    MESSAGE_COMPLETE,
+    BodyData,
+    Event,
+    RequestHead,
+    RequestRejected,
+)
+
+KIB = 1024
+# Blank lines tolerated before a request line (RFC 9112 §2.2 allows "at least one").
+MAX_LEADING_BLANK_BYTES = 64
+
+
+@dataclass(frozen=True)
+class ParserLimits:
+    """Sizes in bytes; a line's length excludes its CRLF."""
+
+    request_line: int = 8 * KIB
+    field_size: int = 8 * KIB
+    fields: int = 100
+    header_block: int = 64 * KIB
+    max_body_size: int | None = None
+
+
+class Phase(enum.Enum):
+    HEAD = "head"  # waiting for, or inside, a request head
+    LENGTH_BODY = "length body"
+    CHUNKED_BODY = "chunked body"
+    CLOSED = "closed"  # last message was not keep-alive: later bytes are ignored
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class MessageState:
+    """What we know about the message being parsed; replaced for each message."""
+
+    in_message: bool = False
+    head_done: bool = False
+    line_length: int = 0
+    lines: int = 0
+    leading_bytes: int = 0
+    block_bytes: int = 0
+    target: list[bytes] = field(default_factory=list)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    counts: dict[bytes, int] = field(default_factory=dict)
+    content_length: int | None = None
+    chunked: bool = False
+    expect: bytes | None = None
+    keep_alive: bool = False
+    remaining: int = 0
+    body_bytes: int = 0
+    chunk_tail: bytes = b""
+    chunk_metadata: int = 0
+    trailer_fields: int = 0
+
+
+class RequestParser:
+    """Feed bytes, get events. One instance per connection."""
+
+    def __init__(self, limits: ParserLimits) -> None:
+        self._limits = limits
+        self._http = httptools.HttpRequestParser(self)
+        self.phase = Phase.HEAD
+        self._events: list[Event] = []
+        self._heads_parsed = 0
+        self._reset_message()
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse `data`; return the events it completed (possibly none)."""
+        self._events = events = list[Event]()
+        position, end = 0, len(data)
+        try:
+            while position < end:
+                if self.phase is Phase.HEAD:
+                    position = self._feed_head(data, position)
+                elif self.phase is Phase.LENGTH_BODY:
+                    position = self._feed_length_body(data, position)
+                elif self.phase is Phase.CHUNKED_BODY:
+                    position = self._feed_chunked_body(data, position)
+                else:
+                    break
+        except HTTPError as error:
+            self.phase = Phase.FAILED
+            events.append(RequestRejected(error))
+        return events
+
+    def _execute(self, data: bytes, start: int, stop: int) -> None:
+        """Give llhttp `data[start:stop]`, translating its errors into ours."""
+        if stop <= start:
+            return
+        try:
+            self._http.feed_data(memoryview(data)[start:stop])
+        except httptools.HttpParserUpgrade:
+            # CONNECT or Upgrade: we never switch protocols, so the message ends
+            # here and the connection closes after the response (see on_headers_complete).
+            self.phase = Phase.CLOSED
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                raise cause from None
+            raise BadRequest(str(exc)) from None
+        except httptools.HttpParserError as exc:
+            raise BadRequest(str(exc) or type(exc).__name__) from None
+
+    # -------------------------------------------------------------- the head
+
+    def _feed_head(self, data: bytes, start: int) -> int:
+        """Scan lines up to the blank line, judging limits before llhttp sees a byte."""
+        cursor, end = start, len(data)
+        while cursor < end:
+            newline = data.find(b"\n", cursor)
+            stop = end if newline == -1 else newline
+            self._measure_segment(data, start, cursor, stop - cursor)
+            if newline == -1:
+                break
+            cursor = newline + 1
+            if self._end_line(data, start, newline):
+                heads_before = self._heads_parsed
+                self._execute(data, start, cursor)
+                if self._heads_parsed == heads_before and self.phase is Phase.HEAD:
+                    raise BadRequest("malformed request head")
+                return cursor
+        self._execute(data, start, end)
+        return end
+
+    def _measure_segment(self, data: bytes, start: int, cursor: int, length: int) -> None:
+        """Add `length` bytes to the current line; raise at the first byte over a limit."""
+        before = self._m.line_length
+        after = before + length
+        limits = self._limits
+        overflow: int | None = None
+        error: HTTPError | None = None
+        if self._m.lines == 0:
+            allowed = limits.request_line + 1  # + the CR
+            if after > allowed:
+                overflow, error = allowed - before, URITooLong("request line too long")
+        else:
+            allowed = limits.field_size + 1
+            if after > allowed:
+                overflow, error = allowed - before, HeaderFieldsTooLarge("header field too large")
+            # +1: the CR of the closing blank line is not part of the block.
+            room = limits.header_block + 1 - self._m.block_bytes
+            if length > room and (overflow is None or room < overflow):
+                overflow, error = room, HeaderFieldsTooLarge("header block too large")
+            self._m.block_bytes += length
+        if error is not None and overflow is not None:
+            self._execute(data, start, cursor + overflow)
+            raise error
+        self._m.line_length = after
+
+    def _end_line(self, data: bytes, start: int, newline: int) -> bool:
+        """Account for a finished line; return True when it was the blank end of the head."""
+        length, self._m.line_length = self._m.line_length, 0
+        if length > 1:
+            self._m.lines += 1
+            if self._m.lines > 1:
+                self._m.block_bytes += 1
+            if self._m.lines - 1 > self._limits.fields:
+                self._execute(data, start, newline)
+                raise HeaderFieldsTooLarge("too many header fields")
+            if self._m.block_bytes > self._limits.header_block:
+                self._execute(data, start, newline)
+                raise HeaderFieldsTooLarge("header block too large")
+            return False
+        if self._m.lines == 0:
+            self._m.leading_bytes += length + 1
+            if self._m.leading_bytes > MAX_LEADING_BLANK_BYTES:
+                raise BadRequest("too many blank lines before the request line")
+            return False
+        return True
+
+    # -------------------------------------------------------------- the body
+
+    def _feed_length_body(self, data: bytes, start: int) -> int:
+        stop = min(len(data), start + self._m.remaining)
+        self._m.remaining -= stop - start
+        self._execute(data, start, stop)
+        return stop
+
+    def _feed_chunked_body(self, data: bytes, start: int) -> int:
+        """Feed up to the next possible message end (`CRLFCRLF`), or everything."""
+        stop = self._next_chunked_end(data, start)
+        body_before = self._m.body_bytes
+        self._execute(data, start, stop)
+        self._track_chunk_metadata(stop - start, self._m.body_bytes - body_before)
+        tail = self._m.chunk_tail + data[max(start, stop - 3) : stop]
+        self._m.chunk_tail = tail[-3:]
+        return stop
+
+    def _next_chunked_end(self, data: bytes, start: int) -> int:
+        tail = self._m.chunk_tail
+        if tail:
+            probe = tail + data[start : start + 3]
+            found = probe.find(b"\r\n\r\n")
+            if found != -1:
+                return start + found + 4 - len(tail)
+        next_end: int = data.find(b"\r\n\r\n", start)
+        return len(data) if next_end == -1 else next_end + 4
+
+    def _track_chunk_metadata(self, fed: int, body: int) -> None:
+        """Bound chunk-size lines, extensions and trailers, which llhttp buffers unchecked."""
+        if body:
+            self._m.chunk_metadata = 0
+            return
+        self._m.chunk_metadata += fed
+        if self._m.chunk_metadata > self._limits.header_block:
+            raise HeaderFieldsTooLarge("chunk metadata or trailers too large")
+
+    # ------------------------------------------------ llhttp callbacks (httptools)
+
+    def on_message_begin(self) -> None:
+        self._m.in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        self._m.target.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._m.head_done:
+            self._on_trailer(name, value)
+            return
+        lowered = name.lower()
+        self._m.counts[lowered] = self._m.counts.get(lowered, 0) + 1
+        if lowered == b"transfer-encoding":
+            rules.check_transfer_encoding(value)
+            self._m.chunked = True
+        elif lowered == b"content-length":
+            self._m.content_length = int(value)
+        elif lowered == b"expect":
+            self._m.expect = value
+        self._m.headers.append((name, value))
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        rules.check_trailer(name)
+        self._m.trailer_fields += 1
+        if self._m.trailer_fields > self._limits.fields:
+            raise HeaderFieldsTooLarge("too many trailer fields")
+        if len(name) + len(value) + 2 > self._limits.field_size:
+            raise HeaderFieldsTooLarge("trailer field too large")
+
+    def on_headers_complete(self) -> None:
+        self._m.head_done = True
+        self._heads_parsed += 1
+        http = self._http
+        method: bytes = http.get_method()
+        target = b"".join(self._m.target)
+        version: str = http.get_http_version()
+        rules.check_version(version, self._m.chunked)
+        rules.check_target(method, target)
+        rules.check_singletons(self._m.counts, version)
+        expect_continue = rules.expects_continue(self._m.expect, version)
+        self._check_declared_size()
+        upgrade = bool(http.should_upgrade())
+        keep_alive = bool(http.should_keep_alive()) and not upgrade
+        self._m.keep_alive = keep_alive
+        self._events.append(
+            RequestHead(
+                method=method,
+                target=target,
+                version=version,
+                headers=self._m.headers,
+                keep_alive=keep_alive,
+                expect_continue=expect_continue and not upgrade,
+                content_length=self._m.content_length,
+                chunked=self._m.chunked,
+            )
+        )
+        self._enter_body_phase(upgrade)
+
+    def _check_declared_size(self) -> None:
+        limit = self._limits.max_body_size
+        declared = self._m.content_length
+        if limit is not None and declared is not None and declared > limit:
+            raise ContentTooLarge(f"declared body of {declared} bytes over {limit}")
+
+    def _enter_body_phase(self, upgrade: bool) -> None:
+        if upgrade:
+            return  # llhttp ends the message now; see _execute
+        if self._m.chunked:
+            self.phase = Phase.CHUNKED_BODY
+        elif self._m.content_length:
+            self.phase = Phase.LENGTH_BODY
+            self._m.remaining = self._m.content_length
+
+    def on_body(self, body: bytes) -> None:
+        self._m.body_bytes += len(body)
+        limit = self._limits.max_body_size
+        if limit is not None and self._m.body_bytes > limit:
+            raise ContentTooLarge(f"body over {limit} bytes")
+        self._events.append(BodyData(body))
+
+    def on_message_complete(self) -> None:
+        self._events.append(MESSAGE_COMPLETE)
+        self.phase = Phase.HEAD if self._m.keep_alive else Phase.CLOSED
+        self._reset_message()
+
+    # ---------------------------------------------------------------- state
+
+    def _reset_message(self) -> None:
+        self._m = MessageState()
+
+    @property
+    def in_head(self) -> bool:
+        """True while some bytes of a request head have arrived but not all."""
+        return self.phase is Phase.HEAD and (self._m.in_message or self._m.line_length > 0
+                                             or self._m.leading_bytes > 0)

@@ -1,0 +1,175 @@
+"""Turning an application's status and headers into bytes for the wire.
+
+Rules:
+1. Whatever the application gives is checked: a CR, LF or NUL in a header would
+   split the response (CWE-113), so it raises `ResponseHeaderError` (→ 500).
+2. Framing is decided here, once: Content-Length when known, chunked on HTTP/1.1,
+   close-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304.
+3. The `Connection` header is *not* written here: the connection core adds it at
+   the moment the head is sent, because only then does it know whether a drain
+   has begun or another pipelined request waits.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from unbroken.http.errors import ResponseHeaderError
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FORBIDDEN_VALUE_BYTES = re.compile(rb"[\r\n\x00]")
+
+# Hop-by-hop fields belong to the server (PEP 3333 forbids applications to send them).
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
+)
+
+
+class Framing(enum.Enum):
+    LENGTH = "content-length"
+    CHUNKED = "chunked"
+    CLOSE = "close-delimited"
+    NONE = "no body"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """A response head ready to send, and how its body must be framed."""
+
+    status: int
+    head: bytes  # status line and fields, each ending in CRLF; no blank line yet
+    framing: Framing
+    content_length: int | None
+    must_close: bool
+
+
+class DateCache:
+    """The `Date` field, formatted at most once per second (it is on every response).
+
+    Threads may race on the refresh; each writes a correct value, so no lock.
+    """
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, bytes] = (-1, b"")
+
+    def field(self, now: float) -> bytes:
+        second = int(now)
+        cached = self._cached
+        if cached[0] != second:
+            line = b"date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+            cached = self._cached = (second, line)
+        return cached[1]
+
+
+def check_field(name: bytes, value: bytes) -> None:
+    if not _TOKEN.match(name):
+        raise ResponseHeaderError(f"invalid response header name {name[:60]!r}")
+    if _FORBIDDEN_VALUE_BYTES.search(value):
+        raise ResponseHeaderError(f"CR, LF or NUL in response header {name[:60]!r}")
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    if not 100 <= status <= 999 or _FORBIDDEN_VALUE_BYTES.search(reason):
+        raise ResponseHeaderError(f"invalid status {status} {reason[:60]!r}")
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+def body_allowed(status: int, request_method: bytes) -> bool:
+    return request_method != b"HEAD" and status >= 200 and status not in (204, 304)
+
+
+def plan_response(
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    request_method: bytes,
+    request_version: str,
+    date_field: bytes,
+    length_hint: int | None = None,
+) -> ResponsePlan:
+    """Validate the application's head and decide the framing.
+
+    `length_hint` is the body length when the server knows it (a list body, a
+    file) and the application did not say; it becomes a Content-Length field.
+    """
+    parts = [status_line(status, reason)]
+    content_length: int | None = None
+    must_close = False
+    has_date = False
+    for name, value in headers:
+        check_field(name, value)
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP:
+            must_close = must_close or (lowered == b"connection" and b"close" in value.lower())
+            continue
+        if lowered == b"content-length":
+            content_length = _parse_length(value)
+        has_date = has_date or lowered == b"date"
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if not has_date:
+        parts.append(date_field)
+    framing, extra = _framing(status, request_method, request_version, content_length, length_hint)
+    if extra:
+        parts.append(extra)
+    if framing is Framing.LENGTH and content_length is None:
+        content_length = length_hint
+    return ResponsePlan(
+        status=status,
+        head=b"".join(parts),
+        framing=framing,
+        content_length=content_length,
+        must_close=must_close or framing is Framing.CLOSE,
+    )
+
+
+def _framing(
+    status: int,
+    request_method: bytes,
+    request_version: str,
+    content_length: int | None,
+    length_hint: int | None,
+) -> tuple[Framing, bytes]:
+    """Return the body framing and any field it needs added."""
+    if not body_allowed(status, b"GET"):
+        return Framing.NONE, b""
+    if content_length is None and length_hint is not None:
+        extra = b"content-length: %d\r\n" % length_hint
+        return _no_body_for_head(request_method, Framing.LENGTH), extra
+    if content_length is not None:
+        return _no_body_for_head(request_method, Framing.LENGTH), b""
+    if request_method == b"HEAD":
+        return Framing.NONE, b""
+    if request_version == "1.1":
+        return Framing.CHUNKED, b"transfer-encoding: chunked\r\n"
+    return Framing.CLOSE, b""
+
+
+def _no_body_for_head(request_method: bytes, framing: Framing) -> Framing:
+    return Framing.NONE if request_method == b"HEAD" else framing
+
+
+def _parse_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise ResponseHeaderError(f"invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def error_response(status: int, phrase: str, date_field: bytes) -> bytes:
+    """A complete, self-contained response that also closes the connection."""
+    body = f"{status} {phrase}\n".encode("ascii")
+    return (
+        b"HTTP/1.1 %d %s\r\n%scontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+        % (status, phrase.encode("ascii"), date_field, len(body), body)
+    )
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,398 @@
+"""The WSGI engine and connection core over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wsgi_harness import is_closed, read_response, serve
+
+pytestmark = pytest.mark.timeout(10)
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+def echo_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["REQUEST_METHOD"].encode(), b" ", environ["PATH_INFO"].encode(), b" ", body]
+
+
+def get(path: str = "/", extra: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n" + extra + b"\r\n"
+
+
+def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        for number in range(3):
+            client.sendall(get(f"/{number}"))
+            status, headers, body = read_response(client)
+            assert (status, body) == (200, f"GET /{number} ".encode())
+            assert "connection" not in headers and "date" in headers
+        assert server.engine.requests_served == 3
+        assert server.engine.connections == 1
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        post = b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+        client.sendall(get("/a") + post + get("/c"))
+        bodies = [read_response(client)[2] for _ in range(3)]
+        assert bodies == [b"GET /a ", b"POST /b hi", b"GET /c "]
+
+
+def test_valid_request_then_garbage_gives_200_then_400_and_close() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        client.sendall(get("/ok") + b"GARBAGE\r\n\r\n")
+        assert read_response(client)[0] == 200
+        status, headers, _ = read_response(client)
+        assert status == 400 and headers["connection"] == "close"
+        assert is_closed(client)
+
+
+def test_chunked_request_body() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        client.sendall(
+            b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        )
+        assert read_response(client)[2] == b"POST /up abcdefg"
+
+
+def streaming_app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"one,"
+    yield b""
+    yield b"two"
+
+
+def test_generator_response_is_chunked_on_http11_and_close_delimited_on_http10() -> None:
+    with serve(streaming_app) as server:
+        with server.connect() as client:
+            client.sendall(get())
+            _, headers, body = read_response(client)
+            assert headers["transfer-encoding"] == "chunked" and body == b"one,two"
+        with server.connect() as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            _status, headers, body = read_response(client)
+            assert "transfer-encoding" not in headers and body == b"one,two"
+            assert headers["connection"] == "close"
+
+
+def test_head_sends_no_body_but_keeps_the_length() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        client.sendall(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n" + get("/after"))
+        status, headers, _ = read_response(client, head_only=True)
+        assert status == 200 and headers["content-length"] == "8"
+        assert read_response(client)[2] == b"GET /after "
+
+
+EXPECTING_PUT = b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+
+
+def test_expect_100_continue_is_sent_only_when_the_app_reads() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        client.sendall(EXPECTING_PUT)
+        assert read_response(client)[0] == 100
+        client.sendall(b"data")
+        assert read_response(client)[2] == b"PUT /e data"
+
+
+def test_no_100_continue_when_the_app_does_not_read() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("403 Forbidden", [])
+        return [b"no"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(EXPECTING_PUT)
+        status, headers, body = read_response(client)
+        assert (status, body) == (403, b"no") and headers["connection"] == "close"
+
+
+def test_write_callable_streams_before_the_iterable() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        write = start_response("200 OK", [])
+        write(b"written,")
+        return [b"returned"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        assert read_response(client)[2] == b"written,returned"
+
+
+def test_exc_info_replaces_the_status_before_the_head_is_sent() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            import sys
+
+            start_response("503 Service Unavailable", [("X-Second", "2")], sys.exc_info())
+        return [b"sorry"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        status, headers, body = read_response(client)
+        assert (status, body) == (503, b"sorry")
+        assert "x-first" not in headers and headers["x-second"] == "2"
+
+
+def test_exc_info_after_the_head_was_sent_reraises_and_closes() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"partial"
+        try:
+            raise ValueError("late")
+        except ValueError:
+            import sys
+
+            start_response("500 Oops", [], sys.exc_info())
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        status, _, _ = read_response(client, head_only=True)
+        assert status == 200
+        assert is_closed(client) or b"0\r\n\r\n" not in client.recv(100)
+
+
+class ClosingBody:
+    def __init__(self, parts: list[bytes], fail: bool = False) -> None:
+        self.parts = parts
+        self.fail = fail
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.parts
+        if self.fail:
+            raise RuntimeError("iteration failed")
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_close_is_called_on_success_and_on_error() -> None:
+    bodies = [ClosingBody([b"fine"]), ClosingBody([], fail=True)]
+    queue = list(bodies)
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return queue.pop(0)
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        assert read_response(client)[2] == b"fine"
+        client.sendall(get())
+        assert read_response(client)[0] == 500
+        assert all(body.closed.wait(2) for body in bodies)
+
+
+def test_file_wrapper_sends_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "payload.bin"
+    path.write_bytes(b"0123456789" * 10000)
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        handle = path.open("rb")
+        handle.seek(5)
+        return environ["wsgi.file_wrapper"](handle)
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get() + get())
+        for _ in range(2):
+            _status, headers, body = read_response(client)
+            assert headers["content-length"] == str(100000 - 5)
+            assert body == path.read_bytes()[5:]
+
+
+def test_app_exception_gives_500_and_the_connection_keeps_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        if environ["PATH_INFO"] == "/boom":
+            raise KeyError("boom")
+        return echo_app(environ, start_response)
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get("/boom"))
+        assert read_response(client)[0] == 500
+        client.sendall(get("/fine"))
+        assert read_response(client)[2] == b"GET /fine "
+    assert any("boom" in record.getMessage() or record.exc_info for record in caplog.records)
+
+
+def test_header_injection_by_the_app_is_a_500() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: x=y")])
+        return [b"never"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        status, headers, _ = read_response(client)
+        assert status == 500 and "set-cookie" not in headers
+
+
+def test_environ_contents() -> None:
+    seen: dict[str, Any] = {}
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        seen.update(environ)
+        start_response("204 No Content", [])
+        return []
+
+    with serve(app, threads=1) as server, server.connect() as client:
+        client.sendall(
+            b"POST /a%20b/c?q=1 HTTP/1.1\r\nHost: test\r\nX-Dup: 1\r\nX-Dup: 2\r\n"
+            b"X-Forwarded_For: spoof\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert read_response(client)[0] == 204
+    assert seen["PATH_INFO"] == "/a b/c" and seen["QUERY_STRING"] == "q=1"
+    assert seen["SCRIPT_NAME"] == "" and seen["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert seen["HTTP_X_DUP"] == "1,2" and "HTTP_X_FORWARDED_FOR" not in seen
+    assert seen["CONTENT_TYPE"] == "text/plain" and seen["CONTENT_LENGTH"] == "0"
+    assert seen["SERVER_NAME"] == "127.0.0.1" and seen["SERVER_PORT"] == str(server.port)
+    assert seen["REMOTE_ADDR"] == "127.0.0.1" and seen["REMOTE_PORT"].isdigit()
+    assert seen["wsgi.input_terminated"] is True and seen["wsgi.multithread"] is False
+    assert seen["wsgi.multiprocess"] is True and seen["wsgi.url_scheme"] == "http"
+
+
+def test_wsgi_input_readline_and_iteration() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        first = stream.readline()
+        rest = list(stream)
+        start_response("200 OK", [])
+        return [b"%d|%s|%s" % (len(rest), first, b"".join(rest))]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\na\nbb\nccc\n")
+        assert read_response(client)[2] == b"2|a\n|bb\nccc\n"
+
+
+def test_slow_head_gets_408_and_close_within_header_timeout() -> None:
+    with serve(echo_app, header_timeout=0.3) as server, server.connect() as client:
+        started = time.monotonic()
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        status, headers, _ = read_response(client)
+        assert status == 408 and headers["connection"] == "close"
+        assert is_closed(client)
+        assert time.monotonic() - started < 1.0
+
+
+def test_trickling_head_does_not_reset_the_header_deadline() -> None:
+    with serve(echo_app, header_timeout=0.4) as server, server.connect() as client:
+        started = time.monotonic()
+        client.sendall(b"GET / HTTP/1.1\r\n")
+        for _ in range(3):
+            time.sleep(0.15)
+            try:
+                client.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        assert read_response(client)[0] == 408
+        assert time.monotonic() - started < 1.0
+
+
+def test_stalled_body_is_closed_after_body_timeout() -> None:
+    with serve(echo_app, body_timeout=0.3) as server, server.connect() as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        status, _, _ = read_response(client)
+        assert status in (408, 500)
+        assert is_closed(client) and time.monotonic() - started < 1.5
+
+
+def test_idle_keep_alive_connection_closes_at_its_timeout() -> None:
+    with serve(echo_app, keep_alive_timeout=0.3) as server, server.connect() as client:
+        client.sendall(get())
+        read_response(client)
+        started = time.monotonic()
+        assert is_closed(client)
+        assert 0.2 < time.monotonic() - started < 1.0
+
+
+def test_body_over_max_body_size_is_413_before_the_app_runs() -> None:
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        return echo_app(environ, start_response)
+
+    with serve(app, max_body_size=10) as server, server.connect() as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n")
+        assert read_response(client)[0] == 413
+    assert calls == []
+
+
+# ------------------------------------------------------------------ drain
+
+
+def test_drain_lets_the_in_flight_request_finish_with_connection_close() -> None:
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        release.wait(2)
+        start_response("200 OK", [])
+        return [b"finished"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        time.sleep(0.1)
+        assert server.engine.in_flight == 1
+        drained = threading.Thread(target=server.drain, args=(3.0,))
+        drained.start()
+        time.sleep(0.1)
+        release.set()
+        status, headers, body = read_response(client)
+        assert (status, body) == (200, b"finished") and headers["connection"] == "close"
+        assert is_closed(client)
+        drained.join(3)
+        assert not drained.is_alive()
+
+
+def test_drain_stops_accepting_but_keeps_idle_connections_until_their_next_response() -> None:
+    with serve(echo_app, keep_alive_timeout=1.5) as server, server.connect() as client:
+        client.sendall(get())
+        read_response(client)
+        drained = threading.Thread(target=server.drain, args=(3.0,))
+        drained.start()
+        time.sleep(0.1)
+        probe = socket.create_connection(("127.0.0.1", server.port), timeout=0.3)
+        with probe, pytest.raises(OSError):
+            probe.sendall(get())
+            if not probe.recv(10):
+                raise ConnectionError("not served")
+        client.sendall(get("/late"))
+        _status, headers, body = read_response(client)
+        assert body == b"GET /late " and headers["connection"] == "close"
+        assert is_closed(client)
+        drained.join(3)
+
+
+def test_drain_closes_idle_connections_at_keep_alive_timeout() -> None:
+    with serve(echo_app, keep_alive_timeout=0.3) as server, server.connect() as client:
+        client.sendall(get())
+        read_response(client)
+        took = server.drain(3.0)
+        assert 0.1 < took < 1.0
+        assert is_closed(client)
+
+
+def test_drain_returns_at_the_deadline_and_closes_what_is_left() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        time.sleep(1.0)
+        start_response("200 OK", [])
+        return [b"too late"]
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        time.sleep(0.1)
+        took = server.drain(0.3)
+        assert 0.25 < took < 0.8
+        assert is_closed(client)

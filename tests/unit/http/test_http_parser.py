@@ -1,0 +1,231 @@
+"""The request parser on its own: corpus verdicts, split invariance, exact limits."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from unbroken.http.events import BodyData, Event, MessageComplete, RequestHead, RequestRejected
+from unbroken.http.parser import ParserLimits, RequestParser
+
+
+def _load_corpus() -> ModuleType:
+    path = Path(__file__).parents[2] / "corpus" / "http_requests.py"
+    spec = importlib.util.spec_from_file_location("unbroken_http_corpus", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CORPUS = _load_corpus()
+LIMITS = ParserLimits()
+
+
+def parse(pieces: list[bytes], limits: ParserLimits = LIMITS) -> list[object]:
+    """Feed pieces; return events with body bytes merged (their split is free)."""
+    parser = RequestParser(limits)
+    events: list[Event] = []
+    for piece in pieces:
+        events.extend(parser.feed(piece))
+    return normalise(events)
+
+
+def normalise(events: list[Event]) -> list[object]:
+    result: list[object] = []
+    for event in events:
+        if isinstance(event, BodyData):
+            if result and isinstance(result[-1], bytes):
+                result[-1] = result[-1] + event.data
+            else:
+                result.append(event.data)
+        elif isinstance(event, RequestRejected):
+            result.append(("rejected", event.error.status))
+        else:
+            result.append(event)
+    return result
+
+
+def splits(raw: bytes, seed: int) -> list[list[bytes]]:
+    rng = random.Random(seed)
+    byte_by_byte = [raw[i : i + 1] for i in range(len(raw))]
+    chunks: list[bytes] = []
+    position = 0
+    while position < len(raw):
+        step = rng.randint(1, 17)
+        chunks.append(raw[position : position + step])
+        position += step
+    by_line = [line + b"\n" for line in raw.split(b"\n")]
+    by_line[-1] = by_line[-1][:-1]
+    return [[raw], byte_by_byte, chunks, by_line, [raw[:1], raw[1:]]]
+
+
+def requests_of(events: list[object]) -> list[tuple[bytes, bytes, bytes]]:
+    found: list[tuple[bytes, bytes, bytes]] = []
+    for event in events:
+        if isinstance(event, RequestHead):
+            found.append((event.method, event.target, b""))
+        elif isinstance(event, bytes):
+            method, target, body = found[-1]
+            found[-1] = (method, target, body + event)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"), CORPUS.VALID, ids=[case[0] for case in CORPUS.VALID]
+)
+def test_valid_requests_parse_identically_under_every_split(
+    name: str, raw: bytes, expected: list[tuple[bytes, bytes, bytes]]
+) -> None:
+    reference = parse([raw])
+    assert requests_of(reference) == expected
+    assert not any(isinstance(e, tuple) for e in reference)
+    assert sum(isinstance(e, MessageComplete) for e in reference) == len(expected)
+    for seed, pieces in enumerate(splits(raw, seed=len(name))):
+        assert parse(pieces) == reference, f"split #{seed} differs"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "status"), CORPUS.INVALID, ids=[case[0] for case in CORPUS.INVALID]
+)
+def test_invalid_requests_get_their_status_under_every_split(
+    name: str, raw: bytes, status: int
+) -> None:
+    reference = parse([raw])
+    assert reference[-1] == ("rejected", status)
+    for seed, pieces in enumerate(splits(raw, seed=len(name))):
+        assert parse(pieces) == reference, f"split #{seed} differs"
+
+
+def test_garbage_after_a_valid_request_keeps_the_request() -> None:
+    events = parse([b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nNONSENSE\r\n\r\n"])
+    assert isinstance(events[0], RequestHead) and events[0].target == b"/first"
+    assert isinstance(events[1], MessageComplete)
+    assert events[2] == ("rejected", 400)
+
+
+def test_nothing_is_parsed_after_a_rejection() -> None:
+    parser = RequestParser(LIMITS)
+    assert isinstance(parser.feed(b"BAD\r\n\r\n")[-1], RequestRejected)
+    assert parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == []
+
+
+def head_of(raw: bytes) -> RequestHead:
+    event = RequestParser(LIMITS).feed(raw)[0]
+    assert isinstance(event, RequestHead)
+    return event
+
+
+def test_head_fields() -> None:
+    head = head_of(
+        b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+    )
+    assert head.method == b"PUT" and head.version == "1.1"
+    assert head.headers == [
+        (b"Host", b"a"),
+        (b"Expect", b"100-continue"),
+        (b"Content-Length", b"3"),
+    ]
+    assert head.expect_continue and head.keep_alive and head.content_length == 3
+    assert not head_of(b"GET / HTTP/1.0\r\n\r\n").keep_alive
+    assert not head_of(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive
+    assert head_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").chunked
+
+
+def test_upgrade_requests_are_served_then_closed() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2.0"
+    events = parse([raw])
+    assert isinstance(events[0], RequestHead) and not events[0].keep_alive
+    assert events[1:] == [MessageComplete()]
+
+
+# ------------------------------------------------------------------ limits
+
+
+def limited(**fields: int) -> ParserLimits:
+    return ParserLimits(**fields)  # type: ignore[arg-type]
+
+
+def status_for(raw: bytes, limits: ParserLimits) -> int | None:
+    """The rejection status, checked to be the same whole and byte by byte."""
+    whole = parse([raw], limits)
+    assert parse([raw[i : i + 1] for i in range(len(raw))], limits) == whole
+    last = whole[-1]
+    return last[1] if isinstance(last, tuple) else None
+
+
+def request_with_line_of(length: int) -> bytes:
+    prefix, suffix = b"GET /", b" HTTP/1.1"
+    return prefix + b"a" * (length - len(prefix) - len(suffix)) + suffix + b"\r\nHost: a\r\n\r\n"
+
+
+def test_request_line_limit_is_exact() -> None:
+    limits = limited(request_line=100)
+    assert status_for(request_with_line_of(100), limits) is None
+    assert status_for(request_with_line_of(101), limits) == 414
+
+
+def test_request_line_limit_fires_before_the_line_ends() -> None:
+    parser = RequestParser(limited(request_line=100))
+    assert normalise(parser.feed(b"GET /" + b"a" * 200)) == [("rejected", 414)]
+
+
+def header_line_of(length: int) -> bytes:
+    return b"X: " + b"v" * (length - 3) + b"\r\n"
+
+
+def test_field_size_limit_is_exact() -> None:
+    limits = limited(field_size=50)
+    ok = b"GET / HTTP/1.1\r\nHost: a\r\n" + header_line_of(50) + b"\r\n"
+    too_big = b"GET / HTTP/1.1\r\nHost: a\r\n" + header_line_of(51) + b"\r\n"
+    assert status_for(ok, limits) is None
+    assert status_for(too_big, limits) == 431
+
+
+def test_field_count_limit_is_exact() -> None:
+    limits = limited(fields=5)
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(4))
+    assert status_for(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n", limits) is None
+    assert status_for(b"GET / HTTP/1.1\r\nHost: a\r\nY: z\r\n" + fields + b"\r\n", limits) == 431
+
+
+def test_header_block_limit_is_exact() -> None:
+    limits = limited(header_block=100)
+    block = b"Host: a\r\n" + header_line_of(100 - 9 - 2)  # 9 + 89 + 2 = 100 bytes
+    assert len(block) == 100
+    assert status_for(b"GET / HTTP/1.1\r\n" + block + b"\r\n", limits) is None
+    bigger = b"Host: a\r\n" + header_line_of(100 - 9 - 1)
+    assert status_for(b"GET / HTTP/1.1\r\n" + bigger + b"\r\n", limits) == 431
+
+
+def test_declared_body_over_the_cap_is_413_before_any_body() -> None:
+    limits = limited(max_body_size=10)
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
+    assert parse([head], limits) == [("rejected", 413)]
+    ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n" + b"x" * 10
+    assert parse([ok], limits)[-1] == MessageComplete()
+
+
+def test_chunked_body_over_the_cap_is_413() -> None:
+    limits = limited(max_body_size=10)
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + b"6\r\nxxxxxx\r\n" * 2
+    assert parse([raw], limits)[-1] == ("rejected", 413)
+
+
+def test_huge_trailers_are_431() -> None:
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(100))
+        + b"\r\n"
+    )
+    assert parse([raw], limited(header_block=8000))[-1] == ("rejected", 431)
+
+
+def test_url_over_64_kib_is_414_not_truncated() -> None:
+    raw = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert parse([raw])[-1] == ("rejected", 414)
