@@ -308,8 +308,7 @@ def write_report(outcomes: list[Outcome], quick: bool, skipped: dict[str, str]) 
         f"{servers.WORKERS} workers each on 127.0.0.1; peers: "
         + ", ".join(f"{name} {version}" for name, version in versions.items()),
         "",
-        *(f"- {name} skipped: {why}" for name, why in skipped.items()),
-        "",
+        *(f"- {name} skipped: {why}\n" for name, why in skipped.items()),
         table(outcomes),
         "",
         LEGEND,

@@ -164,3 +164,37 @@ def test_reload_without_a_service_says_so(tmp_path: Path) -> None:
     result = run_cli("reload", "--control", str(tmp_path / "none.sock"))
     assert result.returncode == 1
     assert "no unbroken service at" in result.stderr
+
+
+def test_unix_socket_bind_access_log_and_log_reopen(tmp_path: Path, releases: Path) -> None:
+    socket_path = str(tmp_path / "app.sock")
+    access_log = tmp_path / "access.log"
+    control = str(tmp_path / "ctl.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
+         "-b", f"unix:{socket_path}", "-w", "1", "--control", control,
+         "--access-logfile", str(access_log)], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(control) and _serving(control))
+        first = Load(socket_path, clients=1, keep_alive=True, max_requests=5, duration=10)
+        samples = first.start().wait()
+        assert len(samples) == 5 and all(s.error is None for s in samples)
+        wait_until(lambda: access_log.exists() and access_log.read_text().count("GET / ") == 5)
+        access_log.rename(tmp_path / "access.log.1")  # what logrotate does
+        os.kill(process.pid, signal.SIGUSR1)
+        wait_until(lambda: access_log.exists())
+        Load(socket_path, clients=1, keep_alive=False, max_requests=3, duration=10).start().wait()
+        wait_until(lambda: access_log.read_text().count("GET / ") == 3)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert not os.path.exists(socket_path)  # the master removes its unix socket on exit
+
+
+def _serving(control: str) -> bool:
+    from unbroken.control.client import ControlUnavailable, call
+
+    try:
+        return call(control, "status", timeout=5).data["phase"] == "serving"
+    except (ControlUnavailable, OSError):
+        return False

@@ -94,8 +94,8 @@ def test_requests_in_flight_finish_on_the_old_version(service_factory: Any,
     assert [s.error for s in slow_samples] == [None] * 4
     assert set(versions(slow_samples)) == {"v1"}
     after = Load(service.address, clients=2, keep_alive=False, max_requests=20,
-                 duration=10).start().stop()
-    assert set(versions(after)) == {"v2"}
+                 duration=10).start().wait()
+    assert len(after) == 20 and set(versions(after)) == {"v2"}
 
 
 def test_broken_release_is_rolled_back(service_factory: Any, releases: Path) -> None:
@@ -173,8 +173,8 @@ def test_rolling_surge_rolls_back_replaced_workers(service_factory: Any,
     assert_no_failures(samples, service)
     assert all(w["generation"] == 1 for w in service.status()["workers"])
     tail = Load(service.address, clients=2, keep_alive=False, max_requests=20,
-                duration=10).start().stop()
-    assert set(versions(tail)) == {"v1"}
+                duration=10).start().wait()
+    assert len(tail) == 20 and set(versions(tail)) == {"v1"}
 
 
 def test_reload_during_a_reload_is_queued_and_coalesced(service_factory: Any,
