@@ -44,14 +44,28 @@ class EngineSettings:
 class Engine(Protocol):
     """The contract between a worker process and its engine.
 
-    The worker calls `start` once (the engine is accepting when it returns),
-    then `drain` once when told to stop. Counters are read by the worker's
-    heartbeat; they are plain ints because one thread writes them.
+    The worker calls `startup`, then `probe` (when --health-path is set), then
+    `start` (the engine is accepting when it returns) and says Ready; later it
+    calls `drain` once when told to stop. Counters are read by the heartbeat.
     """
 
-    requests_served: int
-    in_flight: int
-    connections: int
+    @property
+    def requests_served(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    async def startup(self) -> None:
+        """Run the app's startup hooks (ASGI lifespan; nothing for WSGI). Raising fails
+        the boot exactly like an import error."""
+        ...
+
+    async def probe(self, path: str) -> None:
+        """Call the app in-process with `GET path`; raise `ProbeFailed` unless 2xx."""
+        ...
 
     async def start(self, listeners: list[socket.socket]) -> None: ...
 

@@ -26,6 +26,7 @@ from typing import Any
 from unbroken.engines import EngineSettings
 from unbroken.engines.access_log import AccessLog
 from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
+from unbroken.engines.probe import probe_wsgi
 from unbroken.engines.wsgi_environ import base_environ, build_environ
 from unbroken.engines.wsgi_io import FileWrapper, RequestBody, WriteGate
 from unbroken.http.errors import ResponseHeaderError
@@ -282,31 +283,24 @@ class WSGIEngine:
         self._server = ConnectionServer(loop, settings, self, self._access_log)
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
 
-    # Counters (the worker's heartbeat reads them). Setters exist only to satisfy
-    # the `Engine` protocol's plain attributes; the core owns the values.
+    # Counters (the worker's heartbeat reads them); the connection core owns them.
     @property
     def requests_served(self) -> int:
         return self._server.requests_served
-
-    @requests_served.setter
-    def requests_served(self, value: int) -> None:
-        self._server.requests_served = value
 
     @property
     def in_flight(self) -> int:
         return self._server.in_flight
 
-    @in_flight.setter
-    def in_flight(self, value: int) -> None:
-        self._server.in_flight = value
-
     @property
     def connections(self) -> int:
         return self._server.connections
 
-    @connections.setter
-    def connections(self, value: int) -> None:
-        raise AttributeError("connections is counted by the connection core")
+    async def startup(self) -> None:
+        """WSGI has no startup protocol: importing the app was its startup."""
+
+    async def probe(self, path: str) -> None:
+        await self.loop.run_in_executor(self._executor, probe_wsgi, self.app, path)
 
     async def start(self, listeners: list[socket.socket]) -> None:
         """Accept on `listeners` (bound and listening already); returns when accepting."""

@@ -34,7 +34,6 @@ from unbroken.messages import (
     encode,
 )
 from unbroken.worker.loader import AppNotFound, load_app
-from unbroken.worker.probe import probe_wsgi
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.worker")
@@ -102,7 +101,7 @@ def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
 
 def _load(spec: WorkerSpec, channel: Channel) -> Any:
     try:
-        app = load_app(spec.app)
+        return load_app(spec.app)
     except AppNotFound as error:
         # A mistake in the app spec, not a bug in the app: one line, no traceback.
         log.error("worker %d failed to boot: %s", os.getpid(), error)
@@ -110,12 +109,6 @@ def _load(spec: WorkerSpec, channel: Channel) -> Any:
         _exit_now(WorkerExit.APP_LOAD_ERROR)
     except BaseException as error:
         _fail(channel, f"app {spec.app!r} failed to load: {error!r}", WorkerExit.APP_LOAD_ERROR)
-    if spec.health_path:
-        try:
-            probe_wsgi(app, spec.health_path)
-        except BaseException as error:
-            _fail(channel, f"health probe failed: {error}", WorkerExit.PROBE_FAILED)
-    return app
 
 
 def _rss_kib() -> int:
@@ -139,7 +132,20 @@ class WorkerRuntime:
         self.drain_timeout = spec.graceful_timeout
         self.exit_code = WorkerExit.OK
 
+    async def boot(self) -> None:
+        """Startup hooks, then the probe: failures here are boot failures."""
+        try:
+            await self.engine.startup()
+        except BaseException as error:
+            _fail(self.channel, f"app startup failed: {error!r}", WorkerExit.APP_LOAD_ERROR)
+        if self.spec.health_path:
+            try:
+                await self.engine.probe(self.spec.health_path)
+            except BaseException as error:
+                _fail(self.channel, f"health probe failed: {error}", WorkerExit.PROBE_FAILED)
+
     async def run(self, started: float) -> None:
+        await self.boot()
         listeners = [socket.socket(fileno=fd) for fd in self.spec.listeners]
         await self.engine.start(listeners)
         self._install_signals()

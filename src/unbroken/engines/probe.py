@@ -1,4 +1,4 @@
-"""The in-process health probe: the new worker calls its own app before it counts as ready.
+"""The in-process WSGI health probe: a new worker calls its own app before it counts as ready.
 
 In-process (not over a socket) because the worker must not accept traffic before
 the probe passed, and because it tests exactly the object that will serve.
