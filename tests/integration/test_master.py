@@ -198,3 +198,19 @@ def _serving(control: str) -> bool:
         return call(control, "status", timeout=5).data["phase"] == "serving"
     except (ControlUnavailable, OSError):
         return False
+
+
+def test_reload_on_touch_and_control_socket_mode(service_factory: Any, releases: Path) -> None:
+    trigger = releases / "reload.trigger"
+    trigger.write_text("")
+    service = service_factory("--reload-on-touch", str(trigger))
+    service.wait_serving()
+    assert os.stat(service.control).st_mode & 0o777 == 0o600
+    write_release(releases, "v2")
+    point_current(releases, "v2")
+    os.utime(trigger, (time.time() + 5, time.time() + 5))
+    wait_until(lambda: service.status()["generation"] == 2
+               and service.status()["phase"] == "serving")
+    samples = Load(service.address, clients=1, keep_alive=False, max_requests=5,
+                   duration=10).start().wait()
+    assert [s.body.split()[0] for s in samples] == [b"v2"] * 5

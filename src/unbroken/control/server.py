@@ -117,6 +117,7 @@ class ControlServer:
         old_umask = os.umask(0o077)
         try:
             listener.bind(self.path)
+            os.chmod(self.path, 0o600)  # already 0700 from the umask; no execute bit needed
         except OSError as error:
             listener.close()
             message = f"cannot create control socket {self.path}: {error.strerror}"
