@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
 from release import point_current, write_release
 
@@ -28,7 +29,8 @@ from unbroken.control.protocol import Reply
 
 
 class Service:
-    def __init__(self, root: Path, *args: str, workers: int = 2) -> None:
+    def __init__(self, root: Path, *args: str, workers: int = 2,
+                 app: str | None = "app:app") -> None:
         self.root = root
         self.control = str(root / "ctl.sock")
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -39,7 +41,7 @@ class Service:
         fd = self.listener.fileno()
         self.log_path = root / "service.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
-        command = [sys.executable, "-m", "unbroken", "serve", "app:app",
+        command = [sys.executable, "-m", "unbroken", "serve", *([app] if app else []),
                    "--chdir", str(root / "current"), "-b", f"fd://{fd}",
                    "-w", str(workers), "--control", self.control, "--keep-alive", "5", *args]
         self.process = subprocess.Popen(command, pass_fds=(fd,), stdout=self.log,
@@ -103,8 +105,8 @@ def releases(tmp_path: Path) -> Path:
 def service_factory(releases: Path) -> Iterator[Any]:
     started: list[Service] = []
 
-    def start(*args: str, workers: int = 2) -> Service:
-        service = Service(releases, *args, workers=workers)
+    def start(*args: str, workers: int = 2, app: str | None = "app:app") -> Service:
+        service = Service(releases, *args, workers=workers, app=app)
         started.append(service)
         return service
 

@@ -7,31 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadcheck import assert_no_failures, load_both, stop_both, versions
 from release import point_current, write_release
 
 from unbroken.loadgen import Load, Sample, summarize
-
-
-def load_both(service: Any, **kw: Any) -> tuple[Load, Load]:
-    """Keep-alive clients and connection-per-request clients together, bounded."""
-    options = {"duration": 60.0, "max_requests": 200_000, "timeout": 15.0, **kw}
-    return (Load(service.address, clients=3, keep_alive=True, **options).start(),
-            Load(service.address, clients=3, keep_alive=False, **options).start())
-
-
-def stop_both(loads: tuple[Load, Load]) -> list[Sample]:
-    return sorted(loads[0].stop() + loads[1].stop(), key=lambda s: s.start)
-
-
-def versions(samples: list[Sample]) -> list[str]:
-    return [s.body.split()[0].decode() for s in samples if s.error is None and s.body]
-
-
-def assert_no_failures(samples: list[Sample], service: Any) -> None:
-    summary = summarize(samples)
-    assert summary.requests > 50, summary
-    assert summary.failures == 0, (summary, [s for s in samples if s.error][:5],
-                                   service.output()[-3000:])
 
 
 def reload_under_load(service: Any, releases: Path, version: str) -> tuple[

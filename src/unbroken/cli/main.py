@@ -92,9 +92,13 @@ def _serve_config(arguments: argparse.Namespace) -> Config:
     if values["bind"] is not None:
         values["bind"] = tuple(values["bind"])
     config = load_config(values)
-    if not config.app:
-        raise UsageError("serve needs an APP, e.g. `unbroken serve myproject.wsgi:application`")
-    if ":" not in config.app:
+    if config.cmd:
+        if config.app:
+            raise UsageError("give an APP or --cmd, not both")
+    elif not config.app:
+        raise UsageError("serve needs an APP, e.g. `unbroken serve myproject.wsgi:application`"
+                         " (or --cmd 'PROGRAM ARGS')")
+    elif ":" not in config.app:
         raise UsageError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
     for address in config.bind:
         parse_address(address)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -46,4 +49,21 @@ def worker_class(text: str) -> str:
 
     if text not in ENGINES:
         raise ValueError(f"unknown worker class (known: {', '.join(sorted(ENGINES))})")
+    return text
+
+
+def signal_name(text: str) -> str:
+    name = text.upper().removeprefix("SIG")
+    if not hasattr(signal, f"SIG{name}") or name.startswith("_") or "_" in name:
+        raise ValueError("is not a signal name (e.g. TERM, INT, QUIT)")
+    return name
+
+
+def command(text: str) -> str:
+    try:
+        argv = shlex.split(text)
+    except ValueError as error:
+        raise ValueError(f"cannot be split into arguments: {error}") from None
+    if not argv:
+        raise ValueError("is empty")
     return text

@@ -16,13 +16,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from unbroken.messages import BootFailed, Heartbeat, WorkerMessage, decode
+from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
+from unbroken.messages import BootFailed, Heartbeat
 from unbroken.rollout.lifecycle import WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.master")
-
-MAX_MESSAGE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class Worker:
     id: int
     generation: int
     process: subprocess.Popen[bytes]
-    channel: socket.socket
+    channel: Channel
     spawned_at: float
     last_seen: float
     state: WorkerState = WorkerState.BOOTING
@@ -49,7 +48,9 @@ class Worker:
     kill_reason: str | None = None
     boot_failure: BootFailed | None = None
     stats: Heartbeat = field(default_factory=lambda: Heartbeat(0, 0, 0, 0))
-    inbox: bytes = b""
+    # Programs started with --cmd: drained with their own signal, no heartbeats.
+    drain_signal: signal.Signals = signal.SIGTERM
+    heartbeats: bool = True
 
     @property
     def pid(self) -> int:
@@ -57,29 +58,6 @@ class Worker:
 
     def move_to(self, state: WorkerState) -> None:
         self.state = transition(self.state, state)
-
-    def read_messages(self) -> list[WorkerMessage] | None:
-        """Messages received so far; None when the channel closed (the worker is exiting)."""
-        try:
-            data = self.channel.recv(65536)
-        except BlockingIOError:
-            return []
-        except OSError:
-            data = b""
-        if not data:
-            return None
-        self.inbox += data
-        *lines, self.inbox = self.inbox.split(b"\n")
-        if len(self.inbox) > MAX_MESSAGE_BUFFER:
-            log.error("worker %d sent an over-long message; ignoring it", self.pid)
-            self.inbox = b""
-        messages = []
-        for line in lines:
-            try:
-                messages.append(decode(line))
-            except ValueError as error:
-                log.error("worker %d: %s", self.pid, error)
-        return messages
 
     def signal(self, signum: signal.Signals) -> None:
         try:
@@ -101,24 +79,56 @@ class Worker:
 
 def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket],
           spec: WorkerSpec, now: float) -> Worker:
-    """Start one worker of `generation`; it reports back over the returned channel."""
+    """Start one Python worker of `generation`; it reports back over a socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fds = tuple(sock.fileno() for sock in listeners)
     spec = WorkerSpec(**{**spec.__dict__, "listeners": fds, "channel": theirs.fileno(),
                          "worker": worker_id, "generation": generation.number})
-    environment = {**os.environ, ENV_KEY: spec.to_env()}
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "unbroken.worker"],
-            cwd=generation.directory,
-            env=environment,
-            pass_fds=(*fds, theirs.fileno()),
-            stdin=subprocess.DEVNULL,
-        )
+        process = _popen([sys.executable, "-m", "unbroken.worker"], generation,
+                         {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()))
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
     ours.setblocking(False)
-    return Worker(worker_id, generation.number, process, ours, spawned_at=now, last_seen=now)
+    return Worker(worker_id, generation.number, process, JSONLineChannel(ours, process.pid),
+                  spawned_at=now, last_seen=now)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A worker that is any program taking its sockets as systemd passes them."""
+
+    argv: tuple[str, ...]
+    notify_directory: str
+    drain_signal: signal.Signals
+
+
+def spawn_command(worker_id: int, generation: Generation, listeners: list[socket.socket],
+                  command: Command, now: float) -> Worker:
+    """Start PROGRAM with LISTEN_FDS sockets at fd 3.. and NOTIFY_SOCKET for READY=1."""
+    path = os.path.join(command.notify_directory, f"notify-{os.getpid()}-{worker_id}.sock")
+    channel = NotifyChannel(path, now)
+    fds = tuple(sock.fileno() for sock in listeners)
+    environment = {"NOTIFY_SOCKET": path, "UNBROKEN_PASS_FDS": ",".join(map(str, fds))}
+    try:
+        process = _popen([sys.executable, "-m", "unbroken.worker.socket_exec", *command.argv],
+                         generation, environment, fds)
+    except BaseException:
+        channel.close()
+        raise
+    return Worker(worker_id, generation.number, process, channel, spawned_at=now,
+                  last_seen=now, drain_signal=command.drain_signal, heartbeats=False)
+
+
+def _popen(argv: list[str], generation: Generation, extra_environment: dict[str, str],
+           fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        cwd=generation.directory,
+        env={**os.environ, **extra_environment},
+        pass_fds=fds,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,30 @@
+"""Load helpers shared by the integration tests: run clients, count failures, read versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unbroken.loadgen import Load, Sample, summarize
+
+
+def load_both(service: Any, keep_alive_clients: bool = True, **kw: Any) -> tuple[Load, ...]:
+    """Keep-alive clients and connection-per-request clients together, bounded."""
+    options = {"duration": 60.0, "max_requests": 200_000, "timeout": 15.0, **kw}
+    kinds = (True, False) if keep_alive_clients else (False,)
+    return tuple(Load(service.address, clients=3, keep_alive=keep, **options).start()
+                 for keep in kinds)
+
+
+def stop_both(loads: tuple[Load, ...]) -> list[Sample]:
+    return sorted((sample for load in loads for sample in load.stop()), key=lambda s: s.start)
+
+
+def versions(samples: list[Sample]) -> list[str]:
+    return [s.body.split()[0].decode() for s in samples if s.error is None and s.body]
+
+
+def assert_no_failures(samples: list[Sample], service: Any) -> None:
+    summary = summarize(samples)
+    assert summary.requests > 50, summary
+    assert summary.failures == 0, (summary, [s for s in samples if s.error][:5],
+                                   service.output()[-3000:])
