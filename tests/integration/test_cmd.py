@@ -18,7 +18,7 @@ import pytest
 from loadcheck import assert_no_failures, load_both, stop_both, versions
 from release import point_current
 
-from unbroken.loadgen import summarize
+from unbroken.loadgen import Load, summarize
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 GO_SOURCE = Path(__file__).resolve().parents[2] / "examples" / "go" / "main.go"
@@ -208,3 +208,45 @@ def test_python_servers_as_workers(service_factory: Any, releases: Path, name: s
     summary = summarize(samples)
     assert set(summary.by_kind) <= {"reset"}, summary
     assert summary.requests > 50 and summary.failures <= summary.requests // 100, summary
+
+
+PROBED_APP = '''
+import os
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/healthz":
+        status = {health!r}
+    else:
+        status = "200 OK"
+    body = ("{version} %d\\n" % os.getpid()).encode()
+    start_response(status, [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_master_probes_each_program_on_its_private_socket(service_factory: Any,
+                                                          releases: Path) -> None:
+    """gunicorn serves every socket it is given, so it answers the master's probe on the
+    private `probe` socket; a release whose health check fails is refused."""
+    pytest.importorskip("gunicorn")
+    for version, health in (("v1", "200 OK"), ("v2", "200 OK"), ("v3", "503 Unhealthy")):
+        directory = releases / "releases" / version
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "wsgi_app.py").write_text(PROBED_APP.format(version=version, health=health))
+    point_current(releases, "v1")
+    command = f"{sys.executable} -m gunicorn -w 1 -k gthread --threads 4 wsgi_app:app"
+    service = service_factory("--cmd", command, "--health-path", "/healthz", app=None)
+    service.wait_serving()
+    reply, samples = roll(service, releases, "v2")
+    assert reply.ok, (reply, service.output()[-3000:])
+    assert_no_failures(samples, service)
+    reply, samples = roll(service, releases, "v3")
+    assert not reply.ok
+    assert "health probe GET /healthz answered 'HTTP/1.1 503 Unhealthy'" in reply.message
+    assert_no_failures(samples, service)
+    # A program accepts from the moment it starts, so (unlike a Python worker, which
+    # accepts only after its probe) v3 may answer a few requests before it is refused;
+    # once refused, v2 alone serves.
+    assert versions(samples)[0] == "v2"
+    tail = Load(service.address, clients=2, keep_alive=False, max_requests=40,
+                duration=10).start().wait()
+    assert len(tail) == 40 and set(versions(tail)) == {"v2"}

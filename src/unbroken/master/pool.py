@@ -48,9 +48,12 @@ class Worker:
     kill_reason: str | None = None
     boot_failure: BootFailed | None = None
     stats: Heartbeat = field(default_factory=lambda: Heartbeat(0, 0, 0, 0))
-    # Programs started with --cmd: drained with their own signal, no heartbeats.
+    # Programs started with --cmd: drained with their own signal, no heartbeats, and
+    # maybe a private socket for the master's HTTP probe (master/probe.py).
     drain_signal: signal.Signals = signal.SIGTERM
     heartbeats: bool = True
+    probe_path: str | None = None
+    probing: bool = False
 
     @property
     def pid(self) -> int:
@@ -104,23 +107,48 @@ class Command:
     argv: tuple[str, ...]
     notify_directory: str
     drain_signal: signal.Signals
+    probes: bool = False  # give each worker a private socket for the master's HTTP probe
 
 
 def spawn_command(worker_id: int, generation: Generation, listeners: list[socket.socket],
                   command: Command, now: float) -> Worker:
     """Start PROGRAM with LISTEN_FDS sockets at fd 3.. and NOTIFY_SOCKET for READY=1."""
-    path = os.path.join(command.notify_directory, f"notify-{os.getpid()}-{worker_id}.sock")
-    channel = NotifyChannel(path, now)
-    fds = tuple(sock.fileno() for sock in listeners)
-    environment = {"NOTIFY_SOCKET": path, "UNBROKEN_PASS_FDS": ",".join(map(str, fds))}
+    prefix = os.path.join(command.notify_directory, f"{os.getpid()}-{worker_id}")
+    channel = NotifyChannel(f"{prefix}.notify", now)
+    probe = _probe_listener(f"{prefix}.probe") if command.probes else None
+    sockets = [*listeners, *([probe] if probe else [])]
+    fds = tuple(sock.fileno() for sock in sockets)
+    names = ["http"] * len(listeners) + (["probe"] if probe else [])
+    environment = {"NOTIFY_SOCKET": channel.path, "UNBROKEN_PASS_FDS": ",".join(map(str, fds)),
+                   "UNBROKEN_FD_NAMES": ":".join(names)}
     try:
         process = _popen([sys.executable, "-m", "unbroken.worker.socket_exec", *command.argv],
                          generation, environment, fds)
     except BaseException:
         channel.close()
         raise
+    finally:
+        if probe is not None:
+            probe.close()  # the worker holds it now; the master connects by path
     return Worker(worker_id, generation.number, process, channel, spawned_at=now,
-                  last_seen=now, drain_signal=command.drain_signal, heartbeats=False)
+                  last_seen=now, drain_signal=command.drain_signal, heartbeats=False,
+                  probe_path=f"{prefix}.probe" if probe else None)
+
+
+def _probe_listener(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock.bind(path)
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return sock
 
 
 def _popen(argv: list[str], generation: Generation, extra_environment: dict[str, str],

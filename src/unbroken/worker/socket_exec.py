@@ -40,7 +40,8 @@ def main() -> None:
     move_fds(fds)
     os.environ["LISTEN_FDS"] = str(len(fds))
     os.environ["LISTEN_PID"] = str(os.getpid())
-    os.environ["LISTEN_FDNAMES"] = ":".join(["http"] * len(fds))
+    os.environ["LISTEN_FDNAMES"] = os.environ.pop("UNBROKEN_FD_NAMES", "") or ":".join(
+        ["http"] * len(fds))
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() == 1:
         sys.exit("socket_exec: the master is gone")
