@@ -10,12 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loadcheck import assert_no_failures, load_both, stop_both, versions
+from loadcheck import assert_no_failures, load_both, reload_under_load, stop_both, versions
 from release import point_current
 
 from unbroken.loadgen import Load, summarize
@@ -35,23 +34,13 @@ def python_release(root: Path, version: str, *extra: str) -> None:
     script.chmod(0o755)
 
 
-def roll(service: Any, releases: Path, version: str,
-         keep_alive_clients: bool = True) -> tuple[Any, list[Any]]:
-    loads = load_both(service, keep_alive_clients=keep_alive_clients)
-    time.sleep(0.5)
-    point_current(releases, version)
-    reply = service.reload()
-    time.sleep(0.5)
-    return reply, stop_both(loads)
-
-
 def test_program_reloads_under_load(service_factory: Any, releases: Path) -> None:
     python_release(releases, "v1")
     python_release(releases, "v2", "--boot", "1")
     service = service_factory("--cmd", "./run", app=None)
     state = service.wait_serving()
     assert all(w["state"] == "ready" for w in state["workers"])
-    reply, samples = roll(service, releases, "v2")
+    reply, samples = reload_under_load(service, releases, "v2")
     assert reply.ok, (reply, service.output()[-2000:])
     assert reply.data["seconds"] >= 1.0  # ready only once the program said READY=1
     assert_no_failures(samples, service)
@@ -81,7 +70,7 @@ def test_ready_after_for_programs_that_cannot_notify(service_factory: Any,
     python_release(releases, "v2", "--no-notify")
     service = service_factory("--cmd", "./run", "--ready-after", "0.5", app=None)
     service.wait_serving()
-    reply, samples = roll(service, releases, "v2")
+    reply, samples = reload_under_load(service, releases, "v2")
     assert reply.ok and reply.data["seconds"] >= 0.5
     assert_no_failures(samples, service)
 
@@ -109,11 +98,11 @@ def test_go_server_reloads_and_bad_build_is_refused(service_factory: Any,
     point_current(releases, "v1")
     service = service_factory("--cmd", "./server", app=None)
     service.wait_serving()
-    reply, samples = roll(service, releases, "v2")
+    reply, samples = reload_under_load(service, releases, "v2")
     assert reply.ok, reply
     assert_no_failures(samples, service)
     assert versions(samples)[-1] == "v2"
-    reply, samples = roll(service, releases, "broken")
+    reply, samples = reload_under_load(service, releases, "broken")
     assert not reply.ok and "exited before ready" in reply.message
     assert_no_failures(samples, service)
     assert set(versions(samples)) == {"v2"}
@@ -193,7 +182,8 @@ def test_python_servers_as_workers(service_factory: Any, releases: Path, name: s
     extra = ("--ready-after", "1.5") if name == "uvicorn" else ()  # uvicorn sends no READY=1
     service = service_factory("--cmd", command, *extra, app=None)
     service.wait_serving()
-    reply, samples = roll(service, releases, "v2", keep_alive_clients=name != "uvicorn")
+    reply, samples = reload_under_load(service, releases, "v2",
+                                       keep_alive_clients=name != "uvicorn")
     assert reply.ok, (reply, service.output()[-3000:])
     assert versions(samples)[-1] == "v2"
     if name != "uvicorn":
@@ -236,10 +226,10 @@ def test_master_probes_each_program_on_its_private_socket(service_factory: Any,
     command = f"{sys.executable} -m gunicorn -w 1 -k gthread --threads 4 wsgi_app:app"
     service = service_factory("--cmd", command, "--health-path", "/healthz", app=None)
     service.wait_serving()
-    reply, samples = roll(service, releases, "v2")
+    reply, samples = reload_under_load(service, releases, "v2")
     assert reply.ok, (reply, service.output()[-3000:])
     assert_no_failures(samples, service)
-    reply, samples = roll(service, releases, "v3")
+    reply, samples = reload_under_load(service, releases, "v3")
     assert not reply.ok
     assert "health probe GET /healthz answered 'HTTP/1.1 503 Unhealthy'" in reply.message
     assert_no_failures(samples, service)

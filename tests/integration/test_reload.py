@@ -7,20 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadcheck import assert_no_failures, load_both, stop_both, versions
+from loadcheck import assert_no_failures, load_both, reload_under_load, stop_both, versions
 from release import point_current, write_release
 
-from unbroken.loadgen import Load, Sample, summarize
-
-
-def reload_under_load(service: Any, releases: Path, version: str) -> tuple[
-        Any, list[Sample]]:
-    loads = load_both(service)
-    time.sleep(0.5)
-    point_current(releases, version)
-    reply = service.reload()
-    time.sleep(0.5)
-    return reply, stop_both(loads)
+from unbroken.loadgen import Load, summarize
 
 
 def test_fast_app_reload_under_load(service_factory: Any, releases: Path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
+
+from release import point_current
 
 from unbroken.loadgen import Load, Sample, summarize
 
@@ -28,3 +32,14 @@ def assert_no_failures(samples: list[Sample], service: Any) -> None:
     assert summary.requests > 50, summary
     assert summary.failures == 0, (summary, [s for s in samples if s.error][:5],
                                    service.output()[-3000:])
+
+
+def reload_under_load(service: Any, releases: Path, version: str,
+                      keep_alive_clients: bool = True) -> tuple[Any, list[Sample]]:
+    """Switch `current` to `version` and reload while clients run; (reply, samples)."""
+    loads = load_both(service, keep_alive_clients=keep_alive_clients)
+    time.sleep(0.5)
+    point_current(releases, version)
+    reply = service.reload()
+    time.sleep(0.5)
+    return reply, stop_both(loads)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.config.parse import (
+    command,
     log_level,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    signal_name,
     worker_class,
 )
 
@@ -77,6 +79,20 @@ class Config:
         help="A new worker calls the app in-process with `GET PATH` and must get a 2xx "
         "before it counts as ready.",
     )
+    cmd: str | None = setting(
+        None, "--cmd", parse=command, metavar="'PROGRAM ARGS'",
+        help="Run each worker as this program instead of a Python app: it gets the sockets "
+        "as systemd passes them (fd 3.., LISTEN_FDS) and NOTIFY_SOCKET for READY=1.",
+    )
+    ready_after: float | None = setting(
+        None, "--ready-after", parse=non_negative_float, metavar="SECONDS",
+        help="For --cmd programs that cannot send READY=1: count as ready after this long.",
+    )
+    drain_signal: str = setting(
+        "TERM", "--drain-signal", parse=signal_name,
+        help="Signal that tells a --cmd worker to stop accepting and finish (then SIGKILL "
+        "after --graceful-timeout).",
+    )
     boot_timeout: float = setting(
         60 * SECONDS, "--boot-timeout", parse=positive_float,
         help="Seconds a new worker may take to import, pass its probe and accept.",
@@ -131,6 +147,10 @@ class Config:
     )
     access_logfile: str | None = setting(
         None, "--access-logfile", metavar="FILE", help="Access log path, or `-` for stdout."
+    )
+    worker_connections: int = setting(
+        1000, "--worker-connections", parse=positive_int,
+        help="Concurrent requests (greenlets) per gevent worker; also caps its connections.",
     )
     backlog: int = setting(
         2048, "--backlog", parse=positive_int, help="Listen queue length of each socket."

@@ -39,6 +39,8 @@ class EngineSettings:
     url_scheme: str = "http"
     # Path of the access log ('-' for stdout), or None for no access log.
     access_log: str | None = None
+    # Concurrent requests (greenlets) in a gevent worker; also caps its connections.
+    worker_connections: int = 1000
 
 
 class Engine(Protocol):
@@ -81,6 +83,8 @@ class Engine(Protocol):
 
 ENGINES: dict[str, str] = {
     "wsgi": "unbroken.engines.wsgi:WSGIEngine",
+    "asgi": "unbroken.engines.asgi:ASGIEngine",
+    "gevent": "unbroken.engines.gevent:GeventEngine",
 }
 
 

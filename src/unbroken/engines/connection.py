@@ -10,6 +10,10 @@ Rules:
    `ExchangeListener` that receives body data and flow-control news.
 4. Whether a response keeps the connection alive is decided when its head is
    written (`Exchange.send`), because a drain may have begun since the app started.
+5. After `Exchange.switch_protocols` (101, e.g. a WebSocket) the parser is done:
+   every later byte and event of the transport goes to the `UpgradedStream`, and
+   no HTTP timer runs. At the drain deadline the stream is asked to say goodbye
+   (`deadline_reached`) and gets `CLOSE_HANDSHAKE_TIMEOUT` before being aborted.
 
 Timers, one at a time per connection (the `_timer` field):
     fresh connection, nothing received ........ header_timeout → close
@@ -54,6 +58,10 @@ READ_HIGH_WATER = 256 * 1024
 # How long a closing connection keeps swallowing unread request bytes, so that the
 # client reads our response before a RST (RFC 9112 §9.6 "lingering close").
 LINGER_TIMEOUT = 2.0
+# After the drain deadline, how long an upgraded stream may take to finish its
+# closing handshake (WebSocket close 1012) before the socket is aborted. It is
+# spent past the deadline, inside the master's kill margin (rollout/planner.py).
+CLOSE_HANDSHAKE_TIMEOUT = 0.5
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 END_CLOSE = b"connection: close\r\n\r\n"
@@ -77,6 +85,24 @@ class ExchangeListener(Protocol):
     def writing_resumed(self) -> None: ...
 
     def connection_lost(self) -> None: ...
+
+
+class UpgradedStream(Protocol):
+    """What owns a connection after `101 Switching Protocols` (a WebSocket session)."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+    def writing_paused(self) -> None: ...
+
+    def writing_resumed(self) -> None: ...
+
+    def deadline_reached(self) -> None:
+        """The drain deadline passed: start a closing handshake and close soon."""
+        ...
 
 
 class RequestHandler(Protocol):
@@ -180,6 +206,23 @@ class Exchange:
         self.body_sent += sent
         return True
 
+    def switch_protocols(self, response: bytes, status: int, stream: UpgradedStream) -> bool:
+        """Write `response` (a complete 101 head) and hand the connection to `stream`.
+
+        Returns False when the connection is already gone or the response started.
+        The exchange counts as served; the connection stays open until `stream`
+        closes it (through `connection.close`) or the drain deadline.
+        """
+        connection = self.connection
+        if self.finished or connection.closing or self.plan is not None:
+            return False
+        self.plan = ResponsePlan(status, b"", Framing.NONE, None, must_close=True)
+        connection.write(response)
+        self.finished = True
+        connection.upgrade(stream)
+        self.server.exchange_ended(self, served=True)
+        return True
+
     def abort(self) -> None:
         """The app failed after its head was sent: the response cannot be completed."""
         if not self.finished:
@@ -202,6 +245,7 @@ class Phase(enum.Enum):
     IDLE = "idle"
     HEAD = "head"
     ACTIVE = "active"
+    UPGRADED = "upgraded"
     CLOSING = "closing"
 
 
@@ -220,6 +264,7 @@ class HTTPConnection(asyncio.Protocol):
         self._writing_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False
+        self.upgraded: UpgradedStream | None = None
         self.peername: Any = None
         self.sockname: Any = None
 
@@ -238,6 +283,9 @@ class HTTPConnection(asyncio.Protocol):
         self._arm(self.server.settings.header_timeout, self.close)
 
     def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.UPGRADED and self.upgraded is not None:
+            self.upgraded.data_received(data)
+            return
         if self.phase is Phase.CLOSING:
             return  # lingering: swallow
         events = self.parser.feed(data)
@@ -252,10 +300,13 @@ class HTTPConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self._eof = True
+        if self.upgraded is not None:
+            self.upgraded.eof_received()
+            return None
         current = self.current
         if current is not None and not current.request_complete and current.listener is not None:
             current.listener.body_failed(ConnectionResetError("client closed mid-body"))
-        if current is None or self.closing:
+        if current is None or self.closing or self.server.eof_is_disconnect:
             if self.transport is not None:
                 self.transport.close()
             return None
@@ -271,17 +322,23 @@ class HTTPConnection(asyncio.Protocol):
             self.server.exchange_ended(current, served=False)
             if current.listener is not None:
                 current.listener.connection_lost()
+        if self.upgraded is not None:
+            self.upgraded.connection_lost()
         self.server.connection_closed(self)
         self.transport = None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        if self.current is not None and self.current.listener is not None:
+        if self.upgraded is not None:
+            self.upgraded.writing_paused()
+        elif self.current is not None and self.current.listener is not None:
             self.current.listener.writing_paused()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if self.current is not None and self.current.listener is not None:
+        if self.upgraded is not None:
+            self.upgraded.writing_resumed()
+        elif self.current is not None and self.current.listener is not None:
             self.current.listener.writing_resumed()
 
     # ------------------------------------------------------------- routing
@@ -386,6 +443,23 @@ class HTTPConnection(asyncio.Protocol):
         self.server.log_rejection(self, error)
         self.close()
 
+    def upgrade(self, stream: UpgradedStream) -> None:
+        """From now on the bytes belong to `stream` (see rule 5)."""
+        self.current = None
+        self.upgraded = stream
+        self.phase = Phase.UPGRADED
+        self._cancel_timer()
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def end_at_deadline(self) -> bool:
+        """The drain deadline passed. Returns True if a closing handshake began."""
+        if self.upgraded is not None and self.phase is Phase.UPGRADED:
+            self.upgraded.deadline_reached()
+            return True
+        self.abort()
+        return False
+
     # ---------------------------------------------------------- keep-alive
 
     def may_keep_alive(self, exchange: Exchange, plan: ResponsePlan) -> bool:
@@ -488,8 +562,13 @@ class ConnectionServer:
         settings: EngineSettings,
         handler: RequestHandler,
         access_log: AccessLog | None = None,
+        *,
+        eof_is_disconnect: bool = False,
     ) -> None:
         self.loop = loop
+        # A client's FIN ends its exchange at once (ASGI: the app hears http.disconnect,
+        # as under uvicorn) instead of being read as a half-close awaiting the answer.
+        self.eof_is_disconnect = eof_is_disconnect
         self.settings = settings
         self.handler = handler
         self.access_log = access_log
@@ -585,16 +664,23 @@ class ConnectionServer:
         # Count accepted sockets, not connections: a socket accepted just before the
         # drain may not have reached connection_made yet, and exiting then would
         # reset a client whose request is already on its way.
-        if self._accepted:
+        await self._wait_all_closed(deadline)
+        handshakes = [c.end_at_deadline() for c in list(self._connections)]
+        if any(handshakes):
+            await self._wait_all_closed(time.monotonic() + CLOSE_HANDSHAKE_TIMEOUT)
+        for connection in list(self._connections):
+            connection.abort()
+        # Let the transports run their connection_lost callbacks.
+        await asyncio.sleep(0)
+
+
+    async def _wait_all_closed(self, deadline: float) -> None:
+        if self._accepted and self._all_closed is not None:
             remaining = deadline - time.monotonic()
             try:
                 await asyncio.wait_for(self._all_closed.wait(), timeout=max(remaining, 0))
             except TimeoutError:
                 pass
-        for connection in list(self._connections):
-            connection.abort()
-        # Let the transports run their connection_lost callbacks.
-        await asyncio.sleep(0)
 
 
 def _consume_result(task: asyncio.Task[None]) -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import selectors
+import shlex
 import signal
 import socket
 import sys
@@ -34,7 +35,8 @@ from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
 from unbroken.master.fifo import MasterFifo
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
-from unbroken.master.pool import Generation, Worker, spawn
+from unbroken.master.pool import Command, Generation, Worker, spawn, spawn_command
+from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
 from unbroken.rollout.lifecycle import WorkerState
@@ -105,6 +107,17 @@ class Master:
         self.stop_waiters: list[ControlConnection] = []
         self.startup_failure: StartupFailed | None = None
         self.touch_mtime = self._touch_mtime()
+        self.command = self._command(config)
+        self.probes: dict[int, HTTPProbe] = {}
+
+    @staticmethod
+    def _command(config: Config) -> Command | None:
+        if not config.cmd:
+            return None
+        directory = os.path.dirname(default_control_path(config.name))
+        return Command(tuple(shlex.split(config.cmd)), directory,
+                       signal.Signals[f"SIG{config.drain_signal}"],
+                       probes=config.health_path is not None)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -125,6 +138,8 @@ class Master:
         for text in self.config.bind:
             self.listeners.append(bind(parse_address(text), self.config.backlog))
         self.control.open()
+        if self.command is not None:
+            os.makedirs(self.command.notify_directory, mode=0o700, exist_ok=True)
         if self.fifo:
             self.fifo.open()
         self.signals.install()
@@ -154,6 +169,7 @@ class Master:
         for signum in self.signals.pop_all():
             self._on_signal(signum)
         self._reap()
+        self._check_ready_after()
         self._check_touch_file()
         if self.phase is Phase.STOPPING:
             self._enforce_stop_deadline()
@@ -173,8 +189,8 @@ class Master:
     def _view(self) -> PoolView:
         now = time.monotonic()
         workers = tuple(
-            WorkerView(w.id, w.generation, w.state, w.spawned_at, w.last_seen,
-                       w.drain_started, w.retiring)
+            WorkerView(w.id, w.generation, w.state, w.spawned_at,
+                       w.last_seen if w.heartbeats else now, w.drain_started, w.retiring)
             for w in self.workers.values() if w.kill_reason is None
         )
         return PoolView(
@@ -209,14 +225,18 @@ class Master:
         generation = self.generations[number]
         worker_id, self.next_worker_id = self.next_worker_id, self.next_worker_id + 1
         try:
-            worker = spawn(worker_id, generation, self.listeners, self._worker_spec(),
-                           time.monotonic())
+            if self.command is not None:
+                worker = spawn_command(worker_id, generation, self.listeners, self.command,
+                                       time.monotonic())
+            else:
+                worker = spawn(worker_id, generation, self.listeners, self._worker_spec(),
+                               time.monotonic())
         except OSError as error:
             self._on_boot_failure(number, f"cannot start a worker in {generation.directory}: "
                                   f"{error.strerror or error}", "")
             return
         self.workers[worker.id] = worker
-        self.selector.register(worker.channel, selectors.EVENT_READ,
+        self.selector.register(worker.channel.sock, selectors.EVENT_READ,
                                lambda events, w=worker: self._on_worker_readable(w))
         log.debug("spawned worker %d (generation %d)", worker.pid, number)
 
@@ -225,7 +245,7 @@ class Master:
         max_requests = config.max_requests
         if max_requests and config.max_requests_jitter:
             max_requests += random.randint(0, config.max_requests_jitter)
-        assert config.app is not None
+        assert config.app is not None, "serve checks that APP or --cmd is given"
         return WorkerSpec(
             app=config.app, worker_class=config.worker_class, worker=0, generation=0,
             listeners=(), channel=-1, health_path=config.health_path,
@@ -239,6 +259,7 @@ class Master:
                 "limit_request_fields": config.limit_request_fields,
                 "limit_request_field_size": config.limit_request_field_size,
                 "access_log": config.access_logfile,
+                "worker_connections": config.worker_connections,
             },
         )
 
@@ -249,15 +270,15 @@ class Master:
             return
         worker.move_to(WorkerState.DRAINING)
         worker.drain_started = time.monotonic()
-        worker.signal(signal.SIGTERM)
+        worker.signal(worker.drain_signal)
         log.info("draining worker %d (generation %d)", worker.pid, worker.generation)
 
     # -- worker events ------------------------------------------------------------------
 
     def _on_worker_readable(self, worker: Worker) -> None:
-        messages = worker.read_messages()
+        messages = worker.channel.read()
         if messages is None:
-            self.selector.unregister(worker.channel)
+            self.selector.unregister(worker.channel.sock)
             return
         worker.last_seen = time.monotonic()
         for message in messages:
@@ -266,6 +287,9 @@ class Master:
     def _on_message(self, worker: Worker, message: WorkerMessage) -> None:
         if isinstance(message, Heartbeat):
             worker.stats = message
+        elif (isinstance(message, Ready) and worker.state is WorkerState.BOOTING
+              and worker.probe_path and self.config.health_path):
+            self._probe(worker, message)
         elif isinstance(message, Ready) and worker.state is WorkerState.BOOTING:
             worker.move_to(WorkerState.READY)
             worker.ready_at = time.monotonic()
@@ -275,6 +299,29 @@ class Master:
         elif isinstance(message, Retire) and not worker.retiring:
             log.info("worker %d asks to be replaced: %s", worker.pid, message.reason)
             worker.retiring = True
+
+    def _probe(self, worker: Worker, message: Ready) -> None:
+        """A --cmd worker said it is up: ask its private socket for --health-path."""
+        if worker.probing:
+            return
+        worker.probing = True
+        assert worker.probe_path is not None and self.config.health_path is not None
+
+        def done(reason: str | None) -> None:
+            self.probes.pop(worker.id, None)
+            if worker.state is not WorkerState.BOOTING or worker.kill_reason:
+                return
+            if reason is None:
+                worker.move_to(WorkerState.READY)
+                worker.ready_at = time.monotonic()
+                self._on_ready(worker, Ready(time.monotonic() - worker.spawned_at))
+                return
+            worker.boot_failure = BootFailed(reason, "")
+            worker.kill_reason = reason
+            worker.signal(signal.SIGKILL)
+
+        self.probes[worker.id] = HTTPProbe(worker.probe_path, self.config.health_path,
+                                           self.selector, done)
 
     def _on_ready(self, worker: Worker, message: Ready) -> None:
         log.info("worker %d (generation %d) ready in %.2fs", worker.pid, worker.generation,
@@ -294,11 +341,22 @@ class Master:
                 continue
             del self.workers[worker.id]
             try:
-                self.selector.unregister(worker.channel)
+                self.selector.unregister(worker.channel.sock)
             except (KeyError, ValueError):
                 pass
             worker.channel.close()
+            self._forget_probe(worker)
             self._on_exit(worker, worker.state)
+
+    def _forget_probe(self, worker: Worker) -> None:
+        probe = self.probes.pop(worker.id, None)
+        if probe is not None:
+            probe.close()
+        if worker.probe_path:
+            try:
+                os.unlink(worker.probe_path)
+            except OSError:
+                pass
 
     def _on_exit(self, worker: Worker, state: WorkerState) -> None:
         how = worker.describe_exit()
@@ -424,12 +482,15 @@ class Master:
         self.stop_deadline = time.monotonic() + timeout + 1.0
         log.info("stopping (%s)", "graceful" if graceful else "quick")
         for worker in self.workers.values():
-            if graceful and worker.state is WorkerState.READY:
+            if worker.state is WorkerState.BOOTING:
+                worker.signal(signal.SIGKILL)
+            elif graceful and worker.state is WorkerState.READY:
                 worker.move_to(WorkerState.DRAINING)
-                worker.signal(signal.SIGTERM)
-            elif not graceful or worker.state is WorkerState.BOOTING:
-                worker.signal(signal.SIGQUIT if worker.state is not WorkerState.BOOTING
-                              else signal.SIGKILL)
+                worker.signal(worker.drain_signal)
+            elif not graceful:
+                # Our workers exit at once on QUIT; other programs get their own stop
+                # signal and the short quick-stop deadline before SIGKILL.
+                worker.signal(signal.SIGQUIT if worker.heartbeats else worker.drain_signal)
 
     def _enforce_stop_deadline(self) -> None:
         if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
@@ -485,6 +546,17 @@ class Master:
                 return
             self.scale(count)
             connection.send(result(True, f"scaling to {count} worker(s)", workers=count))
+
+    def _check_ready_after(self) -> None:
+        """--cmd programs that cannot say READY=1 count as ready after --ready-after."""
+        delay = self.config.ready_after
+        if delay is None:
+            return
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if (worker.state is WorkerState.BOOTING and not worker.heartbeats
+                    and worker.kill_reason is None and now - worker.spawned_at >= delay):
+                self._on_message(worker, Ready(now - worker.spawned_at))
 
     def _touch_mtime(self) -> float | None:
         path = self.config.reload_on_touch

@@ -192,7 +192,11 @@ class WorkerRuntime:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def _new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
+    if worker_class == "gevent":
+        # gevent's hub runs only while the loop waits in gevent's patched selector;
+        # uvloop's C loop would block in epoll and starve every greenlet.
+        return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:
@@ -208,7 +212,7 @@ def main() -> NoReturn:
     configure_logging(spec.log_level)
     channel = Channel(spec.channel)
     app = _load(spec, channel)
-    loop = _new_loop()
+    loop = _new_loop(spec.worker_class)
     asyncio.set_event_loop(loop)
     try:
         engine_class = load_engine(spec.worker_class)

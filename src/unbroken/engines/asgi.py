@@ -1,0 +1,106 @@
+"""The ASGI engine: ASGI 3.0 applications (http, websocket, lifespan) on the shared core.
+
+Rules:
+1. One task per request or WebSocket, created on the loop thread in `handle`; the
+   app's `receive`/`send` talk to the core directly (asgi_http, asgi_websocket).
+2. Startup is the app's lifespan startup (asgi_lifespan): the worker is not ready,
+   and the reload fails, until it completed.
+3. Drain order: stop accepting; serve what is open (WebSockets and streams
+   included) until the deadline; then close WebSockets with 1012 and abort the
+   rest (ConnectionServer.drain); cancel the app tasks still running (their
+   clients are gone; `finally` blocks run), waiting CANCEL_TIMEOUT at most;
+   then run lifespan shutdown with what is left of
+   the deadline, but never less than SHUTDOWN_MIN_TIMEOUT (spent inside the
+   master's kill margin), so cleanup hooks always get a chance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from unbroken.engines import EngineSettings
+from unbroken.engines.access_log import AccessLog
+from unbroken.engines.asgi_http import ASGIApp, HTTPCycle
+from unbroken.engines.asgi_lifespan import Lifespan
+from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websocket_scope
+from unbroken.engines.asgi_websocket import WebSocketSession
+from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
+from unbroken.engines.probe import probe_asgi
+
+SHUTDOWN_MIN_TIMEOUT = 1.0
+CANCEL_TIMEOUT = 0.2
+
+
+class ASGIEngine:
+    """Serves one ASGI application. The worker drives it through the `Engine` protocol."""
+
+    def __init__(self, app: ASGIApp, settings: EngineSettings, loop: asyncio.AbstractEventLoop):
+        self.app = app
+        self.loop = loop
+        self.settings = settings
+        self.lifespan = Lifespan(app, loop)
+        self._access_log = AccessLog(settings.access_log) if settings.access_log else None
+        self._server = ConnectionServer(loop, settings, self, self._access_log,
+                                        eof_is_disconnect=True)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def requests_served(self) -> int:
+        return self._server.requests_served
+
+    @property
+    def in_flight(self) -> int:
+        return self._server.in_flight
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    async def startup(self) -> None:
+        await self.lifespan.startup()
+
+    async def probe(self, path: str) -> None:
+        await probe_asgi(self.app, path, self.lifespan.state)
+
+    async def start(self, listeners: list[socket.socket]) -> None:
+        self._server.start(listeners)
+
+    async def drain(self, deadline: float) -> None:
+        try:
+            await self._server.drain(deadline)
+            await self._cancel_tasks()
+            timeout = max(deadline - time.monotonic(), SHUTDOWN_MIN_TIMEOUT)
+            await self.lifespan.shutdown(timeout)
+        finally:
+            if self._access_log is not None:
+                self._access_log.close()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_TIMEOUT)
+
+    def reopen_logs(self) -> None:
+        if self._access_log is not None:
+            self._access_log.reopen()
+
+    # -------------------------------------------------- RequestHandler (loop)
+
+    def handle(self, exchange: Exchange) -> ExchangeListener:
+        scheme, state = self.settings.url_scheme, self.lifespan.state
+        listener: HTTPCycle | WebSocketSession
+        if is_websocket_upgrade(exchange):
+            listener = WebSocketSession(exchange, self.loop)
+            scope = websocket_scope(exchange, scheme, state, listener.subprotocols)
+        else:
+            listener = HTTPCycle(exchange, self.loop)
+            scope = http_scope(exchange, scheme, state)
+        task = self.loop.create_task(listener.run(self.app, scope))
+        # The loop keeps only weak references to tasks: hold each until it ends.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return listener

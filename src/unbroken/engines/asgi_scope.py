@@ -1,0 +1,74 @@
+"""ASGI connection scopes built from a parsed request head (ASGI 3.0, spec 2.4).
+
+Kept apart from the cycles so that the HTTP and WebSocket paths share one
+definition of `path`, `headers`, `client` and `server`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from unbroken.engines.connection import Exchange
+from unbroken.engines.wsgi_environ import split_target
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+
+
+def _address(address: Any) -> list[Any] | None:
+    """TCP addresses become [host, port]; a unix socket has none worth reporting."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return [address[0], address[1]]
+    return None
+
+
+def connection_scope(kind: str, exchange: Exchange, scheme: str,
+                     state: dict[str, Any]) -> dict[str, Any]:
+    """The fields an `http` and a `websocket` scope have in common."""
+    head = exchange.head
+    connection = exchange.connection
+    raw_path, query = split_target(head.target)
+    return {
+        "type": kind,
+        "asgi": ASGI_VERSION,
+        "http_version": head.version,
+        "scheme": scheme,
+        "path": unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="surrogateescape"),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(name.lower(), value) for name, value in head.headers],
+        "client": _address(connection.peername),
+        "server": _address(connection.sockname),
+        "state": state.copy(),
+    }
+
+
+def http_scope(exchange: Exchange, scheme: str, state: dict[str, Any]) -> dict[str, Any]:
+    scope = connection_scope("http", exchange, scheme, state)
+    scope["method"] = exchange.head.method.decode("ascii")
+    return scope
+
+
+def websocket_scope(exchange: Exchange, scheme: str, state: dict[str, Any],
+                    subprotocols: list[str]) -> dict[str, Any]:
+    scope = connection_scope("websocket", exchange, WEBSOCKET_SCHEMES.get(scheme, "ws"), state)
+    scope["subprotocols"] = subprotocols
+    scope["extensions"] = {}
+    return scope
+
+
+def is_websocket_upgrade(exchange: Exchange) -> bool:
+    """A GET asking `Upgrade: websocket` with `Connection: upgrade` (RFC 6455 §4.2.1)."""
+    head = exchange.head
+    if head.method != b"GET":
+        return False
+    upgrade = connection = False
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"upgrade":
+            upgrade = upgrade or b"websocket" in value.lower()
+        elif lowered == b"connection":
+            connection = connection or b"upgrade" in value.lower()
+    return upgrade and connection

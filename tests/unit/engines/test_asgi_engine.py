@@ -1,0 +1,240 @@
+"""The ASGI engine over real sockets on 127.0.0.1: http, lifespan, WebSockets, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from asgi_harness import serve, start_engine
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+from wsgi_harness import is_closed, read_response
+
+from unbroken.engines.asgi_lifespan import LifespanFailed
+from unbroken.engines.probe import ProbeFailed
+
+pytestmark = pytest.mark.timeout(10)
+
+Scope = dict[str, Any]
+
+
+def get(path: str = "/", extra: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n" + extra + b"\r\n"
+
+
+async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
+    """Echo method, path, query and the whole body; text/plain."""
+    if scope["type"] == "lifespan":
+        raise RuntimeError("no lifespan here")
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = f"{scope['method']} {scope['path']} {scope['query_string'].decode()} ".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": answer + body})
+
+
+def test_keep_alive_and_pipelining_on_the_shared_core() -> None:
+    with serve(echo_app) as server, server.connect() as client:
+        post = b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+        client.sendall(get("/a?x=1") + post + get("/caf%C3%A9"))
+        answers = [read_response(client) for _ in range(3)]
+        assert [body for _, _, body in answers] == [b"GET /a x=1 ", b"POST /b  hi",
+                                                    "GET /café  ".encode()]
+        assert answers[0][1]["content-length"] == "11" and "date" in answers[0][1]
+        time.sleep(0.05)  # the counter moves just after the write the client saw
+        assert server.engine.requests_served == 3 and server.engine.connections == 1
+
+
+def test_streaming_request_body_arrives_in_pieces() -> None:
+    pieces: list[bytes] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            pieces.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"3\r\nabc\r\n")
+        time.sleep(0.1)
+        client.sendall(b"2\r\nde\r\n0\r\n\r\n")
+        assert read_response(client)[0] == 204
+    assert b"".join(pieces) == b"abcde" and len(pieces) >= 2
+
+
+def test_streaming_response_is_chunked_and_keeps_the_connection() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(app) as server, server.connect() as client:
+        for _ in range(2):
+            client.sendall(get())
+            _, headers, body = read_response(client)
+            assert headers["transfer-encoding"] == "chunked" and body == b"one,two,three"
+
+
+def test_disconnect_reaches_a_waiting_app() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()  # the (empty) request
+        seen.append((await receive())["type"])  # blocks until the client leaves
+
+    with serve(app) as server:
+        client = server.connect()
+        client.sendall(get())
+        time.sleep(0.1)
+        client.close()
+        deadline = time.monotonic() + 2
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert seen == ["http.disconnect"]
+
+
+def test_app_error_before_the_head_is_a_500() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raise ValueError("boom")
+
+    with serve(app) as server, server.connect() as client:
+        client.sendall(get())
+        status, _, body = read_response(client)
+        assert status == 500 and body == b"Internal Server Error\n"
+
+
+def lifespan_app(events: list[str], fail: bool = False) -> Any:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            if fail:
+                await send({"type": "lifespan.startup.failed", "message": "no database"})
+                return
+            scope["state"]["greeting"] = b"hello"
+            events.append("startup")
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            events.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["state"]["greeting"]})
+    return app
+
+
+def test_lifespan_startup_state_and_shutdown_on_drain() -> None:
+    events: list[str] = []
+    with serve(lifespan_app(events)) as server:
+        assert events == ["startup"]
+        with server.connect() as client:
+            client.sendall(get())
+            assert read_response(client)[2] == b"hello"
+        server.drain(0.2)
+    assert events == ["startup", "shutdown"]
+
+
+def test_lifespan_startup_failure_raises() -> None:
+    with pytest.raises(LifespanFailed, match="no database"):
+        start_engine(lifespan_app([], fail=True))
+
+
+def test_lifespan_raising_after_startup_began_is_a_failure_with_its_cause() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        raise KeyError("config missing")
+
+    with pytest.raises(LifespanFailed) as caught:
+        start_engine(app)
+    assert isinstance(caught.value.__cause__, KeyError)
+
+
+def test_probe_calls_the_app_in_process() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("lifespan unsupported")
+        status = 200 if scope["path"] == "/healthz" else 503
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    engine, loop = start_engine(app)
+    try:
+        loop.run_until_complete(engine.probe("/healthz"))
+        with pytest.raises(ProbeFailed, match="503"):
+            loop.run_until_complete(engine.probe("/other"))
+    finally:
+        loop.close()
+
+
+async def ws_echo_app(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        raise RuntimeError("websockets only")
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            ws_echo_app.closed_with = message["code"]  # type: ignore[attr-defined]
+            return
+        await send({"type": "websocket.send", "text": "echo " + message["text"]})
+
+
+def test_websocket_echo() -> None:
+    with serve(ws_echo_app) as server, \
+            ws_connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=2) as ws:
+        for word in ("a", "b" * 70000):
+            ws.send(word)
+            assert ws.recv(timeout=2) == "echo " + word
+
+
+def test_websocket_is_served_until_the_deadline_then_closed_with_1012() -> None:
+    with serve(ws_echo_app) as server, \
+            ws_connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=2) as ws:
+        started = time.monotonic()
+        drained = server.drain_in_background(1.0)
+        time.sleep(0.5)
+        ws.send("still here")  # draining, before the deadline: still served
+        assert ws.recv(timeout=2) == "echo still here"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=3)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert 0.9 < time.monotonic() - started < 2.5
+        drained.result(5)
+        assert ws_echo_app.closed_with == 1012  # type: ignore[attr-defined]
+
+
+def test_streaming_response_is_ended_at_the_drain_deadline() -> None:
+    async def events(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        while True:
+            await send({"type": "http.response.body", "body": b"data: tick\n\n",
+                        "more_body": True})
+            await asyncio.sleep(0.05)
+
+    with serve(events) as server, server.connect() as client:
+        client.sendall(get())
+        assert read_response(client, head_only=True)[0] == 200
+        took = server.drain(0.5)
+        assert 0.4 < took < 1.5
+        assert is_closed(client) or client.recv(65536) is not None
