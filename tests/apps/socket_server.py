@@ -66,16 +66,18 @@ def main() -> None:
     if "--fail" in sys.argv:
         sys.exit("this build exits at start")
     listener = socket.socket(fileno=3)
+    listener.setblocking(False)  # a sibling may win the accept race: never block in accept
     server = ThreadingHTTPServer(listener.getsockname(), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = listener
     server.daemon_threads = True
+    # The handler only flips a flag: no locks in a signal handler, and no
+    # serve_forever()/shutdown() pair, whose shutdown can be lost if it comes first.
     signal.signal(signal.SIGTERM, lambda *_: draining.set())
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
+    server.timeout = 0.05
     notify("READY=1\nSTATUS=serving " + VERSION)
-    draining.wait()
-    server.shutdown()  # stops accepting; the socket stays open in the master
+    while not draining.is_set():
+        server.handle_request()  # stops accepting as soon as we are told to drain
     deadline = time.monotonic() + 10
     while active and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -27,6 +27,8 @@ from release import point_current, write_release
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.control.protocol import Reply
 
+STOP_BUDGET = 10.0  # seconds; the tests' servers have nothing left in flight when stopped
+
 
 class Service:
     def __init__(self, root: Path, *args: str, workers: int = 2,
@@ -83,6 +85,8 @@ class Service:
         return [w["pid"] for w in self.status()["workers"]]
 
     def stop(self) -> None:
+        """Graceful stop by PID; a stop slower than STOP_BUDGET is a bug worth a failure."""
+        started = time.monotonic()
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
             try:
@@ -90,8 +94,11 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        took = time.monotonic() - started
         self.log.close()
         self.listener.close()
+        if took > STOP_BUDGET:
+            raise AssertionError(f"stopping took {took:.1f}s:\n{self.output()[-4000:]}")
 
 
 @pytest.fixture
