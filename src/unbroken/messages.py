@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 class WorkerExit(enum.IntEnum):
@@ -43,6 +43,15 @@ class Heartbeat:
     in_flight: int
     connections: int
     rss_kib: int
+    # Cumulative since the worker started, for the master's metrics (issue 6); defaults
+    # keep older workers and --cmd programs (no heartbeats) valid.
+    statuses: dict[str, int] = field(default_factory=dict)  # "2xx" -> count
+    latency_counts: tuple[int, ...] = ()  # per bucket of observability/latency.BUCKETS
+    latency_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        # JSON has no tuples: a decoded list becomes one again, so a round trip is equal.
+        object.__setattr__(self, "latency_counts", tuple(self.latency_counts))
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from unbroken import __version__
+from unbroken.cli.drill import add_parser as add_drill_parser
+from unbroken.cli.drill import drill
 from unbroken.config import Config, ConfigError, load_config
 from unbroken.config.settings import declarations
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply
+from unbroken.drill.run import DrillError
 from unbroken.sockets import AddressError, parse_address
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,12 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     reload = commands.add_parser("reload", help="roll in the code on disk; wait for the verdict")
     status = commands.add_parser("status", help="show the generation and every worker")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--watch", action="store_true",
+                        help="live view, redrawn ~4 times a second until Ctrl-C")
+    history = commands.add_parser("history", help="past reloads: when, how long, outcome")
+    history.add_argument("--json", action="store_true", help="print JSON")
     stop = commands.add_parser("stop", help="drain and stop the service")
     stop.add_argument("--quick", action="store_true", help="do not wait for in-flight requests")
     scale = commands.add_parser("scale", help="set the number of workers")
     scale.add_argument("workers", type=int)
-    for sub in (reload, status, stop, scale):
+    for sub in (reload, status, stop, scale, history):
         _add_target(sub)
+    add_drill_parser(commands)
     return parser
 
 
@@ -80,9 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         return COMMANDS[arguments.command](arguments)
-    except (UsageError, ConfigError, AddressError, ControlUnavailable) as error:
+    except (UsageError, ConfigError, AddressError, ControlUnavailable, DrillError) as error:
         print(f"unbroken: {error}", file=sys.stderr)
-        return EXIT_USAGE if not isinstance(error, ControlUnavailable) else EXIT_FAILED
+        failed = isinstance(error, ControlUnavailable | DrillError)
+        return EXIT_FAILED if failed else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -136,7 +146,16 @@ def _finish(reply: Reply) -> int:
 
 
 def reload(arguments: argparse.Namespace) -> int:
-    return _finish(call(_control_path(arguments), "reload", on_progress=_print_progress))
+    if not sys.stdout.isatty():
+        return _finish(call(_control_path(arguments), "reload", on_progress=_print_progress))
+    from rich.console import Console
+
+    from unbroken.cli.live import live_progress
+
+    live, on_progress = live_progress(Console())
+    with live:
+        reply = call(_control_path(arguments), "reload", on_progress=on_progress)
+    return _finish(reply)
 
 
 def stop(arguments: argparse.Namespace) -> int:
@@ -149,6 +168,14 @@ def scale(arguments: argparse.Namespace) -> int:
 
 
 def status(arguments: argparse.Namespace) -> int:
+    if arguments.watch:
+        from unbroken.cli.live import watch_status
+
+        try:
+            watch_status(_control_path(arguments))
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
     reply = call(_control_path(arguments), "status", timeout=10)
     if arguments.json:
         print(json.dumps(reply.data, indent=2))
@@ -165,6 +192,22 @@ def status(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def history(arguments: argparse.Namespace) -> int:
+    reply = call(_control_path(arguments), "history", timeout=10)
+    reloads = reply.data.get("reloads", [])
+    if arguments.json:
+        print(json.dumps(reloads, indent=2))
+        return EXIT_OK
+    print(f"{'STARTED':<19} {'SECONDS':>8} {'OUTCOME':<11} {'BEFORE':>6} {'AFTER':>6}  REASON")
+    for entry in reloads:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["started_at"]))
+        print(f"{started:<19} {entry['seconds']:>8.2f} {entry['outcome']:<11} "
+              f"{entry['generation_before']!s:>6} {entry['generation_after']!s:>6}  "
+              f"{entry['reason']}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": serve, "reload": reload, "status": status, "stop": stop, "scale": scale,
+    "history": history, "drill": drill,
 }

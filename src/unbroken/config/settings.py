@@ -136,6 +136,21 @@ class Config:
         None, "--master-fifo", metavar="PATH",
         help="A FIFO taking one-letter commands: r reload, q stop, + and - scale.",
     )
+    ready_bind: str | None = setting(
+        None, "--ready-bind", metavar="ADDRESS",
+        help="Serve a readiness endpoint for load balancers here (`host:port`): 200 while "
+        "serving, 503 from the moment a stop begins.",
+    )
+    drain_delay: float = setting(
+        0 * SECONDS, "--drain-delay", parse=non_negative_float, metavar="SECONDS",
+        help="At a graceful stop, answer 503 on --ready-bind this long before workers stop "
+        "accepting, so a load balancer stops sending first.",
+    )
+    metrics_bind: str | None = setting(
+        None, "--metrics-bind", metavar="ADDRESS",
+        help="Serve Prometheus metrics at `/metrics` here (`host:port`), aggregated from "
+        "all workers by the master.",
+    )
     pid: str | None = setting(None, "-p", "--pid", metavar="FILE", help="Write the master's PID.")
     chdir: str | None = setting(
         None, "--chdir", metavar="DIR",

@@ -9,7 +9,10 @@ A client sends one request line and reads reply lines until a `result`:
 Commands: `status`, `reload` (replies when the new generation serves or the reload
 was aborted; `details` then holds the failing worker's traceback), `stop`
 (`arguments.graceful`, default true; the result comes when the master exits),
-`scale` (`arguments.workers`). A request with another `v` gets `ok: false`.
+`scale` (`arguments.workers`), `history` (`data.reloads`: the last reloads, oldest
+first, each with wall-clock `started_at`, `seconds`, `outcome` ok/aborted/interrupted,
+`generation_before`, `generation_after`, `target` and the failure `reason`).
+A request with another `v` gets `ok: false`.
 Documented for users in docs/control-protocol.md.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
-COMMANDS = ("status", "reload", "stop", "scale")
+COMMANDS = ("status", "reload", "stop", "scale", "history")
 MAX_REQUEST_BYTES = 64 * 1024
 
 

@@ -28,6 +28,7 @@ from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websoc
 from unbroken.engines.asgi_websocket import WebSocketSession
 from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
 from unbroken.engines.probe import probe_asgi
+from unbroken.observability.latency import ResponseStats
 
 SHUTDOWN_MIN_TIMEOUT = 1.0
 CANCEL_TIMEOUT = 0.2
@@ -53,6 +54,10 @@ class ASGIEngine:
     @property
     def in_flight(self) -> int:
         return self._server.in_flight
+
+    @property
+    def response_stats(self) -> ResponseStats:
+        return self._server.response_stats
 
     @property
     def connections(self) -> int:

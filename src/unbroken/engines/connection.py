@@ -52,6 +52,7 @@ from unbroken.http.response import (
     encode_chunk,
     error_response,
 )
+from unbroken.observability.latency import ResponseStats
 
 # Unread request body (or queued pipelined bytes) above which we stop reading.
 READ_HIGH_WATER = 256 * 1024
@@ -581,6 +582,7 @@ class ConnectionServer:
         )
         self.requests_served = 0
         self.in_flight = 0
+        self.response_stats = ResponseStats()  # status classes and latency, for metrics
         self.draining = False
         self._dates = DateCache()
         self._acceptors: list[Acceptor] = []
@@ -647,6 +649,9 @@ class ConnectionServer:
         self.in_flight -= 1
         if served:
             self.requests_served += 1
+            plan = exchange.plan
+            self.response_stats.observe(plan.status if plan else None,
+                                        time.time() - exchange.started)
         if self.access_log is not None:
             self.access_log.log_exchange(exchange)
 

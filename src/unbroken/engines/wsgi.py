@@ -31,6 +31,7 @@ from unbroken.engines.wsgi_environ import base_environ, build_environ
 from unbroken.engines.wsgi_io import FileWrapper, RequestBody, WriteGate
 from unbroken.http.errors import ResponseHeaderError
 from unbroken.http.response import DateCache, ResponsePlan, plan_response
+from unbroken.observability.latency import ResponseStats
 
 error_log = logging.getLogger("unbroken.error")
 
@@ -291,6 +292,10 @@ class WSGIEngine:
     @property
     def in_flight(self) -> int:
         return self._server.in_flight
+
+    @property
+    def response_stats(self) -> ResponseStats:
+        return self._server.response_stats
 
     @property
     def connections(self) -> int:

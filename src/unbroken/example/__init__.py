@@ -1,1 +1,1 @@
-"""The bundled example app and the demo that reloads it under load (README, first command)."""
+"""The bundled example app that `unbroken drill` serves and reloads (README, first command)."""

@@ -1,6 +1,6 @@
 """A small WSGI app standing in for a real project: it says which release answered.
 
-`RELEASE` is rewritten by the demo for each release it writes; `BROKEN` makes the
+`RELEASE` is rewritten by `unbroken drill` for each release it writes; `BROKEN` makes the
 import fail the way a bad deploy does (a typo, a missing dependency).
 """
 

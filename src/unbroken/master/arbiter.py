@@ -39,6 +39,9 @@ from unbroken.master.pool import Command, Generation, Worker, spawn, spawn_comma
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
+from unbroken.observability.history import ReloadEntry
+from unbroken.observability.hub import Observatory
+from unbroken.observability.metrics import restart_cause
 from unbroken.rollout.lifecycle import WorkerState
 from unbroken.rollout.planner import (
     Action,
@@ -80,6 +83,7 @@ class Rollout:
     generation: int
     started_at: float
     waiters: list[ControlConnection] = field(default_factory=list)
+    started_wall: float = field(default_factory=time.time)  # for the reload history
 
 
 class Master:
@@ -109,6 +113,11 @@ class Master:
         self.touch_mtime = self._touch_mtime()
         self.command = self._command(config)
         self.probes: dict[int, HTTPProbe] = {}
+        self.drain_at: float | None = None  # graceful stop: when workers are told to drain
+        self.observatory = Observatory(
+            self.control.path, self.selector, lambda: self.phase.value,
+            lambda: [(w.state.value, w.stats) for w in self.workers.values()],
+            ready_bind=config.ready_bind, metrics_bind=config.metrics_bind)
 
     @staticmethod
     def _command(config: Config) -> Command | None:
@@ -138,6 +147,7 @@ class Master:
         for text in self.config.bind:
             self.listeners.append(bind(parse_address(text), self.config.backlog))
         self.control.open()
+        self.observatory.open()
         if self.command is not None:
             os.makedirs(self.command.notify_directory, mode=0o700, exist_ok=True)
         if self.fifo:
@@ -154,6 +164,7 @@ class Master:
         for waiter in self.stop_waiters:
             waiter.send(result(True, "stopped"))
         self.control.close()
+        self.observatory.close()
         if self.fifo:
             self.fifo.close()
         for listener in self.listeners:
@@ -171,7 +182,9 @@ class Master:
         self._reap()
         self._check_ready_after()
         self._check_touch_file()
+        self.observatory.sweep(time.monotonic())
         if self.phase is Phase.STOPPING:
+            self._check_drain_delay()
             self._enforce_stop_deadline()
         else:
             for action in plan(self._view()):
@@ -346,6 +359,8 @@ class Master:
                 pass
             worker.channel.close()
             self._forget_probe(worker)
+            self.observatory.worker_exited(worker.stats, restart_cause(
+                worker.state.value, self.phase is Phase.STOPPING, worker.kill_reason))
             self._on_exit(worker, worker.state)
 
     def _forget_probe(self, worker: Worker) -> None:
@@ -428,6 +443,8 @@ class Master:
         previous, self.serving, self.rollout = self.serving, number, None
         self.phase = Phase.SERVING
         log.info("generation %d serving (was %s), rolled out in %.2fs", number, previous, took)
+        if previous is not None:
+            self._record_reload(rollout, "ok", previous, number, "")
         for waiter in rollout.waiters:
             waiter.send(result(True, f"generation {number} serving", generation=number,
                                previous=previous, seconds=round(took, 3)))
@@ -444,6 +461,7 @@ class Master:
             self._begin_stop(graceful=False)
             return
         self.phase = Phase.SERVING
+        self._record_reload(rollout, "aborted", self.serving, self.serving, reason)
         log.error("reload to generation %d aborted, generation %d keeps serving: %s\n%s",
                   rollout.generation, self.serving, reason, details.rstrip())
         for waiter in rollout.waiters:
@@ -451,6 +469,12 @@ class Master:
                                f"serving: {reason}", details, generation=self.serving,
                                failed_generation=rollout.generation))
         self._start_queued()
+
+    def _record_reload(self, rollout: Rollout, outcome: str, before: int | None,
+                       after: int | None, reason: str) -> None:
+        self.observatory.reload_ended(ReloadEntry(
+            rollout.started_wall, round(time.monotonic() - rollout.started_at, 3), outcome,
+            before, after, rollout.generation, reason))
 
     def _start_queued(self) -> None:
         if self.queued_waiters is not None and self.phase is not Phase.STOPPING:
@@ -477,7 +501,26 @@ class Master:
         for waiters in (self.rollout.waiters if self.rollout else [], self.queued_waiters or []):
             for waiter in waiters:
                 waiter.send(result(False, "the service is stopping"))
+        if self.rollout is not None and self.serving is not None:
+            self._record_reload(self.rollout, "interrupted", self.serving, self.serving,
+                                "the service began to stop")
         self.rollout, self.queued_waiters = None, None
+        # --ready-bind answers 503 from now on; with --drain-delay the workers keep
+        # accepting a while longer, so a load balancer stops sending before they stop.
+        delay = self.config.drain_delay if graceful else 0.0
+        if delay > 0:
+            log.info("stopping: workers drain in %.1fs (--drain-delay)", delay)
+            self.drain_at = time.monotonic() + delay
+            return
+        self.drain_at = None
+        self._stop_workers(graceful)
+
+    def _check_drain_delay(self) -> None:
+        if self.drain_at is not None and time.monotonic() >= self.drain_at:
+            self.drain_at = None
+            self._stop_workers(graceful=True)
+
+    def _stop_workers(self, graceful: bool) -> None:
         timeout = self.config.graceful_timeout if graceful else QUICK_STOP_TIMEOUT
         self.stop_deadline = time.monotonic() + timeout + 1.0
         log.info("stopping (%s)", "graceful" if graceful else "quick")
@@ -534,6 +577,9 @@ class Master:
     def _on_control(self, request: Request, connection: ControlConnection) -> None:
         if request.command == "status":
             connection.send(Reply("result", self.phase.value, True, self.status()))
+        elif request.command == "history":
+            reloads = self.observatory.history.as_json()
+            connection.send(result(True, f"{len(reloads)} reload(s)", reloads=reloads))
         elif request.command == "reload":
             self.reload(connection)
         elif request.command == "stop":

@@ -183,8 +183,10 @@ class WorkerRuntime:
         retired = False
         while True:
             engine = self.engine
+            stats = getattr(engine, "response_stats", None)  # engines without it: defaults
             self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
-                                        engine.connections, _rss_kib()))
+                                        engine.connections, _rss_kib(),
+                                        **(stats.heartbeat_fields() if stats else {})))
             limit = self.spec.max_requests
             if limit and not retired and engine.requests_served >= limit:
                 retired = True

@@ -1,0 +1,116 @@
+"""History, readiness and metrics served by the master, against the real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from loadcheck import load_both, stop_both
+from release import point_current, write_release
+
+from unbroken.control.client import call
+
+
+def _free_port() -> int:
+    # The master binds these itself; a brief race with another process is acceptable
+    # for an auxiliary endpoint in a test (the service sockets use fd:// handover).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _parse(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_after_load_and_a_reload(service_factory: Any, releases: Path) -> None:
+    port = _free_port()
+    service = service_factory("--metrics-bind", f"127.0.0.1:{port}")
+    service.wait_serving()
+    loads = load_both(service)
+    write_release(releases, "v2", import_delay=1.0)
+    point_current(releases, "v2")
+    reloader = call(service.control, "reload", timeout=60)  # blocks ~1 s
+    assert reloader.ok
+    first = _parse(_get(port, "/metrics")[1])
+    stop_both(loads)
+    time.sleep(1.2)  # one heartbeat interval, so the workers' last counts arrive
+    status, text = _get(port, "/metrics")
+    after = _parse(text)
+    assert status == 200
+    assert 'unbroken_workers{state="ready"}' in first
+    assert after['unbroken_http_requests_total{class="2xx"}'] > 0
+    assert after['unbroken_reloads_total{outcome="ok"}'] == 1
+    assert after['unbroken_http_request_duration_seconds_bucket{le="+Inf"}'] == \
+        after["unbroken_http_request_duration_seconds_count"] > 0
+    assert after['unbroken_workers{state="ready"}'] == 2
+    assert _get(port, "/nope")[0] == 404
+
+
+def test_metrics_scraped_while_rolling(service_factory: Any, releases: Path) -> None:
+    port = _free_port()
+    service = service_factory("--metrics-bind", f"127.0.0.1:{port}")
+    service.wait_serving()
+    write_release(releases, "v2", import_delay=1.5)
+    point_current(releases, "v2")
+    os.kill(service.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    booting = 0.0
+    while time.monotonic() < deadline and not booting:
+        booting = _parse(_get(port, "/metrics")[1]).get('unbroken_workers{state="booting"}', 0)
+        time.sleep(0.05)
+    assert booting == 2  # scraped mid-reload: the new generation is booting
+
+
+def test_history_lists_ok_and_aborted(service_factory: Any, releases: Path) -> None:
+    service = service_factory()
+    service.wait_serving()
+    write_release(releases, "v2")
+    point_current(releases, "v2")
+    assert service.reload().ok
+    write_release(releases, "v3", broken=True)
+    point_current(releases, "v3")
+    assert not service.reload().ok
+    reloads = call(service.control, "history", timeout=5).data["reloads"]
+    assert [r["outcome"] for r in reloads] == ["ok", "aborted"]
+    assert reloads[0]["generation_before"] == 1 and reloads[0]["generation_after"] == 2
+    assert reloads[1]["generation_after"] == 2 and "broken on purpose" in reloads[1]["reason"]
+    assert abs(reloads[0]["started_at"] - time.time()) < 60
+    saved = Path(f"{service.control}.history.json")
+    assert saved.exists() and '"aborted"' in saved.read_text()
+
+
+def test_ready_flips_to_503_at_graceful_stop(service_factory: Any) -> None:
+    port = _free_port()
+    service = service_factory("--ready-bind", f"127.0.0.1:{port}", "--drain-delay", "1.5")
+    service.wait_serving()
+    assert _get(port, "/") == (200, "ready\n")
+    os.kill(service.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    status = 200
+    while time.monotonic() < deadline and status == 200:
+        status = _get(port, "/")[0]
+        time.sleep(0.02)
+    assert status == 503
+    # During --drain-delay the workers still accept: the app keeps answering.
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/", timeout=5) as response:
+        assert response.status == 200
+    service.process.wait(20)
