@@ -93,6 +93,7 @@ class RequestParser:
 
     def __init__(self, limits: ParserLimits) -> None:
         self._limits = limits
+        self._whole_head_limit = min(limits.request_line, limits.field_size, limits.header_block)
         self._http = httptools.HttpRequestParser(self)
         self.phase = Phase.HEAD
         self._events: list[Event] = []
@@ -142,6 +143,10 @@ class RequestParser:
 
     def _feed_head(self, data: bytes, start: int) -> int:
         """Scan lines up to the blank line, judging limits before llhttp sees a byte."""
+        if self._m.lines == 0 and self._m.line_length == 0:
+            whole = self._feed_whole_head(data, start)
+            if whole is not None:
+                return whole
         cursor, end = start, len(data)
         while cursor < end:
             newline = data.find(b"\n", cursor)
@@ -158,6 +163,24 @@ class RequestParser:
                 return cursor
         self._execute(data, start, end)
         return end
+
+    def _feed_whole_head(self, data: bytes, start: int) -> int | None:
+        """The common case, in one step: a whole head that arrived at once and is smaller
+        than every size limit. Its lines cannot break a limit when the head itself is
+        shorter than the shortest one, so only the line count is left to check; llhttp
+        still judges the syntax. Returns None to leave anything else to the line scanner.
+        """
+        blank = data.find(b"\r\n\r\n", start)
+        if blank == -1 or blank + 4 - start > self._whole_head_limit:
+            return None
+        stop = blank + 4
+        if data.count(b"\n", start, stop) > self._limits.fields + 2:
+            return None
+        heads_before = self._heads_parsed
+        self._execute(data, start, stop)
+        if self._heads_parsed == heads_before and self.phase is Phase.HEAD:
+            raise BadRequest("malformed request head")
+        return stop
 
     def _measure_segment(self, data: bytes, start: int, cursor: int, length: int) -> None:
         """Add `length` bytes to the current line; raise at the first byte over a limit."""
