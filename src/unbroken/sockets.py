@@ -168,3 +168,26 @@ def close_unix_listener(sock: socket.socket) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+# struct tcp_info (linux/tcp.h): eight u8 fields, then u32 rto, ato, snd_mss, rcv_mss,
+# unacked, sacked. For a socket in LISTEN state the kernel reports the accept queue's
+# current length in tcpi_unacked and its limit in tcpi_sacked (tcp_get_info).
+_TCP_INFO_UNACKED = 24
+_TCP_INFO_LENGTH = 32
+
+
+def listen_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """(connections waiting to be accepted, the queue's limit) of a TCP listener on
+    Linux; None where the platform does not tell (unix sockets, other systems)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_LENGTH:
+        return None
+    waiting = int.from_bytes(info[_TCP_INFO_UNACKED:_TCP_INFO_UNACKED + 4], "little")
+    limit = int.from_bytes(info[_TCP_INFO_UNACKED + 4:_TCP_INFO_LENGTH], "little")
+    return waiting, limit

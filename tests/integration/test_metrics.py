@@ -62,6 +62,9 @@ def test_metrics_after_load_and_a_reload(service_factory: Any, releases: Path) -
     assert after['unbroken_http_request_duration_seconds_bucket{le="+Inf"}'] == \
         after["unbroken_http_request_duration_seconds_count"] > 0
     assert after['unbroken_workers{state="ready"}'] == 2
+    listener = f'listener="127.0.0.1:{service.port}"'
+    assert after[f"unbroken_listen_queue_limit{{{listener}}}"] == 2048  # the test's backlog
+    assert after[f"unbroken_listen_queue{{{listener}}}"] >= 0
     assert _get(port, "/nope")[0] == 404
 
 

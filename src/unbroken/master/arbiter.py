@@ -53,7 +53,13 @@ from unbroken.rollout.planner import (
     WorkerView,
     plan,
 )
-from unbroken.sockets import bind, close_unix_listener, describe_listener, parse_address
+from unbroken.sockets import (
+    bind,
+    close_unix_listener,
+    describe_listener,
+    listen_queue,
+    parse_address,
+)
 from unbroken.worker.spec import WorkerSpec
 
 log = logging.getLogger("unbroken.master")
@@ -117,7 +123,16 @@ class Master:
         self.observatory = Observatory(
             self.control.path, self.selector, lambda: self.phase.value,
             lambda: [(w.state.value, w.stats) for w in self.workers.values()],
-            ready_bind=config.ready_bind, metrics_bind=config.metrics_bind)
+            ready_bind=config.ready_bind, metrics_bind=config.metrics_bind,
+            queues=self._listen_queues)
+
+    def _listen_queues(self) -> list[tuple[str, int, int]]:
+        queues = []
+        for listener in self.listeners:
+            depth = listen_queue(listener)
+            if depth is not None:
+                queues.append((describe_listener(listener), *depth))
+        return queues
 
     @staticmethod
     def _command(config: Config) -> Command | None:

@@ -23,11 +23,13 @@ log = logging.getLogger("unbroken.observability")
 class Observatory:
     def __init__(self, control_path: str, selector: selectors.BaseSelector,
                  phase: Callable[[], str], workers: Callable[[], list[tuple[str, Heartbeat]]],
-                 *, ready_bind: str | None, metrics_bind: str | None) -> None:
+                 *, ready_bind: str | None, metrics_bind: str | None,
+                 queues: Callable[[], list[tuple[str, int, int]]] = list) -> None:
         self.history = ReloadHistory(history_path(control_path))
         self.book = MetricsBook()
         self.phase = phase
         self.workers = workers
+        self.queues = queues
         self.responders = []
         if ready_bind:
             self.responders.append(Responder(ready_bind, selector, self._ready))
@@ -63,4 +65,4 @@ class Observatory:
     def _metrics(self, path: str) -> Answer:
         if path != "/metrics":
             return 404, "text/plain; charset=utf-8", b"metrics are at /metrics\n"
-        return 200, CONTENT_TYPE, render(self.book, self.workers()).encode()
+        return 200, CONTENT_TYPE, render(self.book, self.workers(), self.queues()).encode()

@@ -81,8 +81,11 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> lis
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
 
 
-def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]]) -> str:
-    """`workers`: (state, last heartbeat) of every live worker."""
+def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
+           queues: Iterable[tuple[str, int, int]] = ()) -> str:
+    """`workers`: (state, last heartbeat) of every live worker; `queues`: (listener,
+    connections waiting in its accept queue, the queue's limit) where the OS tells."""
+    queues = list(queues)
     statuses = dict(book.statuses)
     counts = list(book.latency_counts)
     latency_sum = book.latency_sum
@@ -112,6 +115,13 @@ def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]]) -> str:
                  "Time from a reload request to its verdict.",
                  _histogram("unbroken_reload_duration_seconds", RELOAD_BUCKETS,
                             book.reload_counts, book.reload_sum)),
+        *_family("unbroken_listen_queue", "gauge",
+                 "Connections waiting in a listening socket's accept queue (Linux TCP).",
+                 (f'unbroken_listen_queue{{listener="{name}"}} {waiting}'
+                  for name, waiting, _limit in queues)),
+        *_family("unbroken_listen_queue_limit", "gauge", "The accept queue's length limit.",
+                 (f'unbroken_listen_queue_limit{{listener="{name}"}} {limit}'
+                  for name, _waiting, limit in queues)),
         *_family("unbroken_worker_restarts_total", "counter",
                  "Workers replaced after an unplanned exit, by cause.",
                  (f'unbroken_worker_restarts_total{{cause="{cause}"}} {count}'
