@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadcheck import assert_no_failures, load_both, reload_under_load, stop_both, versions
+from loadcheck import (
+    assert_no_failures,
+    load_both,
+    refused_release_under_load,
+    reload_under_load,
+    stop_both,
+    versions,
+)
 from release import point_current, write_release
 
 from unbroken.loadgen import Load, summarize
@@ -71,20 +78,9 @@ def test_broken_release_is_rolled_back(service_factory: Any, releases: Path) -> 
     service = service_factory()
     service.wait_serving()
     write_release(releases, "v2", broken=True)
-    loads = load_both(service)
-    time.sleep(0.3)
-    point_current(releases, "v2")
-    result = service.reload_cli()
-    time.sleep(0.5)
-    samples = stop_both(loads)
-    assert result.returncode != 0
+    result, _ = refused_release_under_load(service, releases, "v2")
     assert "RuntimeError: release v2 is broken on purpose" in result.stderr
-    assert "Traceback" in result.stderr
-    assert_no_failures(samples, service)
-    assert set(versions(samples)) == {"v1"}
-    state = service.status()
-    assert state["generation"] == 1 and len(state["workers"]) == 2
-    assert all(w["state"] == "ready" and w["generation"] == 1 for w in state["workers"])
+    assert len(service.status()["workers"]) == 2
 
 
 def test_failed_health_probe_aborts_the_reload(service_factory: Any, releases: Path) -> None:

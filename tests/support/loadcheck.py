@@ -43,3 +43,22 @@ def reload_under_load(service: Any, releases: Path, version: str,
     reply = service.reload()
     time.sleep(0.5)
     return reply, stop_both(loads)
+
+
+def refused_release_under_load(service: Any, releases: Path, version: str) -> tuple[
+        Any, list[Sample]]:
+    """Deploy a release that must be refused, with `unbroken reload` (the CLI) under
+    load; checks the old generation (1) was untouched; returns (CLI result, samples)."""
+    loads = load_both(service)
+    time.sleep(0.3)
+    point_current(releases, version)
+    result = service.reload_cli()
+    time.sleep(0.3)
+    samples = stop_both(loads)
+    assert result.returncode != 0 and "Traceback" in result.stderr, result
+    assert_no_failures(samples, service)
+    assert set(versions(samples)) == {"v1"}
+    state = service.status()
+    assert state["generation"] == 1
+    assert all(w["state"] == "ready" and w["generation"] == 1 for w in state["workers"])
+    return result, samples

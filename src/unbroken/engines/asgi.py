@@ -26,15 +26,19 @@ from unbroken.engines.asgi_http import ASGIApp, HTTPCycle
 from unbroken.engines.asgi_lifespan import Lifespan
 from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websocket_scope
 from unbroken.engines.asgi_websocket import WebSocketSession
-from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
+from unbroken.engines.connection import (
+    ConnectionServer,
+    CoreCounters,
+    Exchange,
+    ExchangeListener,
+)
 from unbroken.engines.probe import probe_asgi
-from unbroken.observability.latency import ResponseStats
 
 SHUTDOWN_MIN_TIMEOUT = 1.0
 CANCEL_TIMEOUT = 0.2
 
 
-class ASGIEngine:
+class ASGIEngine(CoreCounters):
     """Serves one ASGI application. The worker drives it through the `Engine` protocol."""
 
     def __init__(self, app: ASGIApp, settings: EngineSettings, loop: asyncio.AbstractEventLoop):
@@ -46,22 +50,6 @@ class ASGIEngine:
         self._server = ConnectionServer(loop, settings, self, self._access_log,
                                         eof_is_disconnect=True)
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def requests_served(self) -> int:
-        return self._server.requests_served
-
-    @property
-    def in_flight(self) -> int:
-        return self._server.in_flight
-
-    @property
-    def response_stats(self) -> ResponseStats:
-        return self._server.response_stats
-
-    @property
-    def connections(self) -> int:
-        return self._server.connections
 
     async def startup(self) -> None:
         await self.lifespan.startup()

@@ -691,3 +691,28 @@ class ConnectionServer:
 def _consume_result(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+class CoreCounters:
+    """The `Engine` counters, read from the connection core: one copy for every engine.
+
+    The worker's heartbeat reads them; the core owns and writes them.
+    """
+
+    _server: ConnectionServer
+
+    @property
+    def requests_served(self) -> int:
+        return self._server.requests_served
+
+    @property
+    def in_flight(self) -> int:
+        return self._server.in_flight
+
+    @property
+    def response_stats(self) -> ResponseStats:
+        return self._server.response_stats
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections

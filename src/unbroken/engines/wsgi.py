@@ -25,13 +25,17 @@ from typing import Any
 
 from unbroken.engines import EngineSettings
 from unbroken.engines.access_log import AccessLog
-from unbroken.engines.connection import ConnectionServer, Exchange, ExchangeListener
+from unbroken.engines.connection import (
+    ConnectionServer,
+    CoreCounters,
+    Exchange,
+    ExchangeListener,
+)
 from unbroken.engines.probe import probe_wsgi
 from unbroken.engines.wsgi_environ import base_environ, build_environ
 from unbroken.engines.wsgi_io import FileWrapper, RequestBody, WriteGate
 from unbroken.http.errors import ResponseHeaderError
 from unbroken.http.response import DateCache, ResponsePlan, plan_response
-from unbroken.observability.latency import ResponseStats
 
 error_log = logging.getLogger("unbroken.error")
 
@@ -269,7 +273,7 @@ def _is_regular(wrapper: FileWrapper) -> bool:
         return False
 
 
-class WSGIEngine:
+class WSGIEngine(CoreCounters):
     """Serves one WSGI application. The worker calls start, drain, reopen_logs."""
 
     def __init__(self, app: WSGIApp, settings: EngineSettings, loop: asyncio.AbstractEventLoop):
@@ -283,23 +287,6 @@ class WSGIEngine:
         self._access_log = AccessLog(settings.access_log) if settings.access_log else None
         self._server = ConnectionServer(loop, settings, self, self._access_log)
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
-
-    # Counters (the worker's heartbeat reads them); the connection core owns them.
-    @property
-    def requests_served(self) -> int:
-        return self._server.requests_served
-
-    @property
-    def in_flight(self) -> int:
-        return self._server.in_flight
-
-    @property
-    def response_stats(self) -> ResponseStats:
-        return self._server.response_stats
-
-    @property
-    def connections(self) -> int:
-        return self._server.connections
 
     async def startup(self) -> None:
         """WSGI has no startup protocol: importing the app was its startup."""
