@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wsgi_harness import is_closed, read_response, serve
+from wsgi_harness import eventually, is_closed, read_response, serve
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -35,7 +35,7 @@ def test_keep_alive_serves_several_requests_on_one_connection() -> None:
             status, headers, body = read_response(client)
             assert (status, body) == (200, f"GET /{number} ".encode())
             assert "connection" not in headers and "date" in headers
-        assert server.engine.requests_served == 3
+        assert eventually(lambda: server.engine.requests_served == 3)
         assert server.engine.connections == 1
 
 
@@ -343,8 +343,7 @@ def test_drain_lets_the_in_flight_request_finish_with_connection_close() -> None
 
     with serve(app) as server, server.connect() as client:
         client.sendall(get())
-        time.sleep(0.1)
-        assert server.engine.in_flight == 1
+        assert eventually(lambda: server.engine.in_flight == 1)
         drained = threading.Thread(target=server.drain, args=(3.0,))
         drained.start()
         time.sleep(0.1)
@@ -362,7 +361,7 @@ def test_drain_stops_accepting_but_keeps_idle_connections_until_their_next_respo
         read_response(client)
         drained = threading.Thread(target=server.drain, args=(3.0,))
         drained.start()
-        time.sleep(0.1)
+        assert eventually(lambda: server.engine._server.draining)
         probe = socket.create_connection(("127.0.0.1", server.port), timeout=0.3)
         with probe, pytest.raises(OSError):
             probe.sendall(get())
