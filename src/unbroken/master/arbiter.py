@@ -38,6 +38,7 @@ from unbroken.master.pidfile import remove_pidfile, write_pidfile
 from unbroken.master.pool import Command, Generation, Worker, spawn, spawn_command
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
+from unbroken.master.systemd import Notifier, activated_sockets
 from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
@@ -120,6 +121,7 @@ class Master:
         self.command = self._command(config)
         self.probes: dict[int, HTTPProbe] = {}
         self.drain_at: float | None = None  # graceful stop: when workers are told to drain
+        self.systemd = Notifier()
         self.observatory = Observatory(
             self.control.path, self.selector, lambda: self.phase.value,
             lambda: [(w.state.value, w.stats) for w in self.workers.values()],
@@ -159,8 +161,13 @@ class Master:
         return 0
 
     def _open(self) -> None:
-        for text in self.config.bind:
-            self.listeners.append(bind(parse_address(text), self.config.backlog))
+        self.listeners = activated_sockets()
+        if self.listeners:
+            log.info("using %d socket(s) from socket activation instead of --bind",
+                     len(self.listeners))
+        else:
+            for text in self.config.bind:
+                self.listeners.append(bind(parse_address(text), self.config.backlog))
         self.control.open()
         self.observatory.open()
         if self.command is not None:
@@ -175,6 +182,7 @@ class Master:
                  self.control.path)
 
     def _close(self) -> None:
+        self.systemd.close()
         self.signals.restore_defaults()
         for waiter in self.stop_waiters:
             waiter.send(result(True, "stopped"))
@@ -448,6 +456,8 @@ class Master:
         if self.serving is not None:
             self.phase = Phase.RELOADING
         log.info("generation %d: starting %d worker(s) from %s", number, self.desired, directory)
+        if self.serving is not None:
+            self.systemd.reloading(f"reloading: generation {number} booting")
         self._notify(progress(f"generation {number}: booting {self.desired} worker(s) "
                               f"from {directory}", generation=number))
 
@@ -458,6 +468,7 @@ class Master:
         previous, self.serving, self.rollout = self.serving, number, None
         self.phase = Phase.SERVING
         log.info("generation %d serving (was %s), rolled out in %.2fs", number, previous, took)
+        self.systemd.ready(f"generation {number} serving, {self.desired} worker(s)")
         if previous is not None:
             self._record_reload(rollout, "ok", previous, number, "")
         for waiter in rollout.waiters:
@@ -476,6 +487,8 @@ class Master:
             self._begin_stop(graceful=False)
             return
         self.phase = Phase.SERVING
+        self.systemd.ready(f"generation {self.serving} serving; reload to "
+                           f"{rollout.generation} aborted: {reason}"[:300])
         self._record_reload(rollout, "aborted", self.serving, self.serving, reason)
         log.error("reload to generation %d aborted, generation %d keeps serving: %s\n%s",
                   rollout.generation, self.serving, reason, details.rstrip())
@@ -513,6 +526,7 @@ class Master:
         if self.phase is Phase.STOPPING and graceful:
             return
         self.phase = Phase.STOPPING
+        self.systemd.stopping()
         for waiters in (self.rollout.waiters if self.rollout else [], self.queued_waiters or []):
             for waiter in waiters:
                 waiter.send(result(False, "the service is stopping"))
