@@ -31,7 +31,7 @@ STOP_BUDGET = 10.0  # seconds; the tests' servers have nothing left in flight wh
 
 
 class Service:
-    def __init__(self, root: Path, *args: str, workers: int = 2,
+    def __init__(self, root: Path, *args: str, workers: int | None = 2,
                  app: str | None = "app:app") -> None:
         self.root = root
         self.control = str(root / "ctl.sock")
@@ -45,7 +45,8 @@ class Service:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
         command = [sys.executable, "-m", "unbroken", "serve", *([app] if app else []),
                    "--chdir", str(root / "current"), "-b", f"fd://{fd}",
-                   "-w", str(workers), "--control", self.control, "--keep-alive", "5", *args]
+                   *(["-w", str(workers)] if workers else []), "--control", self.control,
+                   "--keep-alive", "5", *args]
         self.process = subprocess.Popen(command, pass_fds=(fd,), stdout=self.log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -112,7 +113,7 @@ def releases(tmp_path: Path) -> Path:
 def service_factory(releases: Path) -> Iterator[Any]:
     started: list[Service] = []
 
-    def start(*args: str, workers: int = 2, app: str | None = "app:app") -> Service:
+    def start(*args: str, workers: int | None = 2, app: str | None = "app:app") -> Service:
         service = Service(releases, *args, workers=workers, app=app)
         started.append(service)
         return service

@@ -16,8 +16,9 @@ from typing import Any
 from unbroken import __version__
 from unbroken.cli.drill import add_parser as add_drill_parser
 from unbroken.cli.drill import drill
-from unbroken.config import Config, ConfigError, load_config
+from unbroken.config import Config, ConfigError
 from unbroken.config.settings import declarations
+from unbroken.config.source import ConfigSource
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply
@@ -67,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Python application server whose reloads never break a request.")
     parser.add_argument("--version", action="version", version=f"unbroken {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_settings(commands.add_parser("serve", help="serve an app and reload it safely"))
+    serve = commands.add_parser("serve", help="serve an app and reload it safely")
+    check = commands.add_parser(
+        "check", help="validate the configuration and import the app in a throwaway process")
+    for command in (serve, check):
+        _add_settings(command)
+        command.add_argument("-c", "--config", metavar="FILE",
+                             help="settings file (default: ./unbroken.toml, else "
+                             "[tool.unbroken] in ./pyproject.toml); read again at every reload")
     reload = commands.add_parser("reload", help="roll in the code on disk; wait for the verdict")
     status = commands.add_parser("status", help="show the generation and every worker")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -97,22 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _serve_config(arguments: argparse.Namespace) -> Config:
+def _config_source(arguments: argparse.Namespace) -> ConfigSource:
     values = {field.name: getattr(arguments, field.name) for field, _ in declarations()}
     if values["bind"] is not None:
         values["bind"] = tuple(values["bind"])
-    config = load_config(values)
-    if config.cmd:
-        if config.app:
-            raise UsageError("give an APP or --cmd, not both")
-    elif not config.app:
-        raise UsageError("serve needs an APP, e.g. `unbroken serve myproject.wsgi:application`"
-                         " (or --cmd 'PROGRAM ARGS')")
-    elif ":" not in config.app:
-        raise UsageError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
+    return ConfigSource.locate(values, arguments.config)
+
+
+def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource]:
+    source = _config_source(arguments)
+    config = source.load()
     for address in config.bind:
         parse_address(address)
-    return config
+    return config, source
 
 
 def serve(arguments: argparse.Namespace) -> int:
@@ -120,13 +125,38 @@ def serve(arguments: argparse.Namespace) -> int:
     from unbroken.logs import configure_logging
     from unbroken.master.arbiter import Master, StartupFailed
 
-    config = _serve_config(arguments)
+    config, source = _serve_config(arguments)
     configure_logging(config.log_level)
     try:
-        return Master(config).run()
+        return Master(config, source).run()
     except StartupFailed as failure:
         print(f"unbroken: startup failed: {failure}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def check(arguments: argparse.Namespace) -> int:
+    """What a deploy script runs before `unbroken reload`: exit 0 only if a new worker
+    would boot (configuration valid, app imports, startup runs, probe passes)."""
+    import os
+    import subprocess
+
+    config, _ = _serve_config(arguments)
+    if config.cmd:
+        print(f"unbroken: ok: configuration valid (--cmd {config.cmd!r}: nothing to import)")
+        return EXIT_OK
+    assert config.app is not None
+    directory = os.path.realpath(config.chdir or os.getcwd())
+    command = [sys.executable, "-m", "unbroken.worker.check", config.app, config.worker_class,
+               *([config.health_path] if config.health_path else [])]
+    try:
+        finished = subprocess.run(command, cwd=directory, timeout=config.boot_timeout)
+    except FileNotFoundError:
+        raise UsageError(f"--chdir {directory} does not exist") from None
+    except subprocess.TimeoutExpired:
+        print(f"unbroken: check failed: not done within --boot-timeout "
+              f"{config.boot_timeout:g}s", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if finished.returncode == 0 else EXIT_FAILED
 
 
 def _control_path(arguments: argparse.Namespace) -> str:
@@ -208,6 +238,7 @@ def history(arguments: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": serve, "reload": reload, "status": status, "stop": stop, "scale": scale,
+    "serve": serve, "check": check, "reload": reload, "status": status, "stop": stop,
+    "scale": scale,
     "history": history, "drill": drill,
 }

@@ -1,4 +1,4 @@
-"""Build a `Config` from the environment and the command line (CLI over environment).
+"""Build a `Config` from a file, the environment and the command line (each over the last).
 
 Values arrive as strings and go through each setting's own parser, so a bad value
 anywhere gives the same one-line message naming the setting.
@@ -47,12 +47,26 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
-    """Merge environment and CLI values (already parsed) into a `Config`."""
-    values = from_environment(os.environ if environ is None else environ)
+def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                file_values: Mapping[str, Any] | None = None) -> Config:
+    """Merge file, environment and CLI values (already parsed) into a checked `Config`."""
+    values = dict(file_values or {})
+    values.update(from_environment(os.environ if environ is None else environ))
     values.update({k: v for k, v in cli_values.items() if v is not None})
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    return Config(**values)
+    return check(Config(**values))
+
+
+def check(config: Config) -> Config:
+    """Rules that tie settings together; each failure names what to change."""
+    if config.cmd and config.app:
+        raise ConfigError("give an APP or --cmd, not both")
+    if not config.cmd and not config.app:
+        raise ConfigError("serve needs an APP, e.g. `unbroken serve myproject.wsgi:application`"
+                          " (or --cmd 'PROGRAM ARGS')")
+    if config.app and ":" not in config.app:
+        raise ConfigError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
+    return config

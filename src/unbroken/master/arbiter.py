@@ -15,6 +15,7 @@ sockets before it exits.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -29,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unbroken.config import Config
+from unbroken.config import Config, ConfigError
+from unbroken.config.source import ConfigSource
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
@@ -65,6 +67,9 @@ from unbroken.worker.spec import WorkerSpec
 
 log = logging.getLogger("unbroken.master")
 
+# Settings a reload cannot change: they name the master's own sockets and files.
+RESTART_ONLY = ("bind", "control", "name", "pid", "master_fifo", "cmd", "app", "chdir",
+                "ready_bind", "metrics_bind")
 TICK = 0.2  # longest sleep of the loop: bounds how late a deadline is noticed
 MAX_BOOT_RETRIES = 5  # consecutive boot failures of the serving generation before giving up
 QUICK_STOP_TIMEOUT = 2.0
@@ -94,8 +99,9 @@ class Rollout:
 
 
 class Master:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
         self.config = config
+        self.source = source
         self.pid = os.getpid()
         self.selector = selectors.DefaultSelector()
         self.signals = SignalQueue(self.selector)
@@ -438,6 +444,13 @@ class Master:
             for w in waiters:
                 w.send(result(False, "the service is stopping"))
             return
+        if self.rollout is None and self.serving is not None:
+            problem = self._reread_config()
+            if problem is not None:
+                log.error("reload refused: %s", problem)
+                for w in waiters:
+                    w.send(result(False, f"reload refused: {problem}"))
+                return
         if self.rollout is not None:
             log.info("reload requested while generation %d rolls out; queued",
                      self.rollout.generation)
@@ -446,6 +459,25 @@ class Master:
                 w.send(progress("queued behind the reload in progress"))
             return
         self._start_rollout(waiters)
+
+    def _reread_config(self) -> str | None:
+        """Apply the configuration as it is now; the reason it cannot be, or None."""
+        if self.source is None:
+            return None
+        try:
+            new = self.source.load()
+        except ConfigError as error:
+            return f"configuration not valid, nothing changed: {error}"
+        fixed = {name: getattr(self.config, name) for name in RESTART_ONLY}
+        changed = [name for name, value in fixed.items() if getattr(new, name) != value]
+        if changed:
+            log.warning("%s changed in the configuration: takes effect at the next restart",
+                        ", ".join(changed))
+        new = dataclasses.replace(new, **fixed)
+        if new.workers != self.config.workers:
+            self.desired = new.workers
+        self.config = new
+        return None
 
     def _start_rollout(self, waiters: list[ControlConnection]) -> None:
         number = max(self.generations, default=0) + 1
@@ -507,6 +539,12 @@ class Master:
     def _start_queued(self) -> None:
         if self.queued_waiters is not None and self.phase is not Phase.STOPPING:
             waiters, self.queued_waiters = self.queued_waiters, None
+            problem = self._reread_config()
+            if problem is not None:
+                log.error("queued reload refused: %s", problem)
+                for waiter in waiters:
+                    waiter.send(result(False, f"reload refused: {problem}"))
+                return
             self._start_rollout(waiters)
 
     def _forget_unused_generations(self) -> None:

@@ -80,7 +80,7 @@ def _die_with_master() -> None:
         _exit_now(WorkerExit.ORPHANED)
 
 
-def _user_traceback(error: BaseException) -> str:
+def user_traceback(error: BaseException) -> str:
     """The traceback without unbroken's and importlib's own frames: the user's code only."""
     summary = traceback.TracebackException.from_exception(error)
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def _user_traceback(error: BaseException) -> str:
 def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
     """Report a boot failure; the master logs the traceback, the worker one line."""
     error = sys.exc_info()[1]
-    details = _user_traceback(error) if error is not None else ""
+    details = user_traceback(error) if error is not None else ""
     log.error("worker %d failed to boot: %s", os.getpid(), reason)
     channel.send(BootFailed(reason, details))
     _exit_now(code)
@@ -194,7 +194,7 @@ class WorkerRuntime:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
-def _new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
+def new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
     if worker_class == "gevent":
         # gevent's hub runs only while the loop waits in gevent's patched selector;
         # uvloop's C loop would block in epoll and starve every greenlet.
@@ -214,7 +214,7 @@ def main() -> NoReturn:
     configure_logging(spec.log_level)
     channel = Channel(spec.channel)
     app = _load(spec, channel)
-    loop = _new_loop(spec.worker_class)
+    loop = new_loop(spec.worker_class)
     asyncio.set_event_loop(loop)
     try:
         engine_class = load_engine(spec.worker_class)

@@ -23,8 +23,9 @@ def test_every_setting_has_a_cli_flag() -> None:
 
 
 def test_environment_is_parsed_and_cli_wins() -> None:
-    config = load_config({"workers": 3}, {"UNBROKEN_WORKERS": "5", "UNBROKEN_THREADS": "4",
-                                          "UNBROKEN_BIND": "127.0.0.1:1, unix:/tmp/x"})
+    environ = {"UNBROKEN_WORKERS": "5", "UNBROKEN_THREADS": "4",
+               "UNBROKEN_BIND": "127.0.0.1:1, unix:/tmp/x"}
+    config = load_config({"workers": 3, "app": "a:b"}, environ)
     assert (config.workers, config.threads) == (3, 4)
     assert config.bind == ("127.0.0.1:1", "unix:/tmp/x")
 

@@ -1,0 +1,82 @@
+"""Configuration files: `unbroken.toml`, or `[tool.unbroken]` in `pyproject.toml`.
+
+Keys are the setting names (`workers`, `graceful_timeout`; dashes work too), values
+are TOML values. Every value goes through the same parser as its flag, and every
+bad key is reported at once, in one message, so a deploy script sees them all.
+The master reads the file again at every reload (see `ConfigSource`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from unbroken.config.load import ConfigError
+from unbroken.config.settings import declarations
+
+FILE_NAME = "unbroken.toml"
+
+
+def find_config_file(explicit: str | None, directory: str | Path = ".") -> Path | None:
+    """--config if given; else ./unbroken.toml; else ./pyproject.toml with [tool.unbroken]."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return path
+    candidate = Path(directory) / FILE_NAME
+    if candidate.is_file():
+        return candidate
+    pyproject = Path(directory) / "pyproject.toml"
+    if pyproject.is_file() and "unbroken" in _read(pyproject).get("tool", {}):
+        return pyproject
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+
+
+def from_file(path: Path) -> dict[str, Any]:
+    """The settings a file gives; ConfigError naming every bad key."""
+    document = _read(path)
+    table = document.get("tool", {}).get("unbroken", {}) if path.name == "pyproject.toml" \
+        else document
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [tool.unbroken] must be a table")
+    known = {field.name: declaration for field, declaration in declarations()}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for raw_key, raw_value in table.items():
+        key = raw_key.replace("-", "_")
+        declaration = known.get(key)
+        if declaration is None:
+            problems.append(f"{raw_key} (unknown setting)")
+            continue
+        try:
+            values[key] = _convert(raw_value, declaration.parse, declaration.repeatable)
+        except ValueError as error:
+            problems.append(f"{raw_key} ({raw_value!r} {error})")
+    if problems:
+        raise ConfigError(f"config file {path}: bad key(s): {'; '.join(problems)}")
+    return values
+
+
+def _convert(value: Any, parse: Any, repeatable: bool) -> Any:
+    if repeatable:
+        items = value if isinstance(value, list) else [value]
+        return tuple(parse(_text(item)) for item in items)
+    return parse(_text(value))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("is not a string or a number")
+    return str(value)

@@ -1,0 +1,49 @@
+"""`unbroken check`'s throwaway process: import the app, run its startup, probe it, exit.
+
+What a deploy script runs before a reload: the same steps a new worker takes before
+it says Ready, in a process of its own (started in the release directory), so a
+broken release is found without touching the service. Exit 0 when all passed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from unbroken.engines import EngineSettings, load_engine
+from unbroken.worker.loader import AppNotFound, load_app
+from unbroken.worker.main import new_loop, user_traceback
+
+
+async def _boot(engine: object, health_path: str | None) -> list[str]:
+    steps = []
+    await engine.startup()  # type: ignore[attr-defined]
+    steps.append("startup ran")
+    if health_path:
+        await engine.probe(health_path)  # type: ignore[attr-defined]
+        steps.append(f"GET {health_path} answered 2xx")
+    await engine.drain(time.monotonic() + 5)  # type: ignore[attr-defined]  # lifespan shutdown
+    return steps
+
+
+def main() -> int:
+    app_spec, worker_class = sys.argv[1], sys.argv[2]
+    health_path = sys.argv[3] if len(sys.argv) > 3 else None
+    try:
+        app = load_app(app_spec)
+        loop = new_loop(worker_class)
+        engine = load_engine(worker_class)(app, EngineSettings(), loop)
+        steps = loop.run_until_complete(_boot(engine, health_path))
+    except AppNotFound as error:
+        print(f"unbroken: check failed: {error}", file=sys.stderr)
+        return 1
+    except BaseException as error:
+        print(user_traceback(error).rstrip(), file=sys.stderr)
+        print(f"unbroken: check failed: {error!r}", file=sys.stderr)
+        return 1
+    print(f"unbroken: ok: {app_spec} imported, " + ", ".join(steps))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

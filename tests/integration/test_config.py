@@ -1,0 +1,52 @@
+"""A reload re-reads the configuration file; a bad one is refused and changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadcheck import assert_no_failures, load_both, stop_both
+from release import point_current, write_release
+
+
+def test_reload_applies_a_changed_file_and_refuses_a_bad_one(service_factory: Any,
+                                                             releases: Path) -> None:
+    settings = releases / "unbroken.toml"
+    settings.write_text("workers = 2\nthreads = 1\n")
+    service = service_factory("-c", str(settings), workers=None)  # the file decides
+    service.wait_serving()
+    loads = load_both(service)
+    settings.write_text("workers = 3\nthreads = 4\n")
+    assert service.reload().ok
+    settings.write_text('workers = 0\nthreads = "x"\ncolour = "blue"\n')
+    reply = service.reload()
+    samples = stop_both(loads)
+    assert_no_failures(samples, service)
+    assert not reply.ok
+    for key in ("workers (0 must be at least 1", "threads ('x'", "colour (unknown setting)"):
+        assert key in reply.message
+    state = service.status()
+    assert state["generation"] == 2 and state["desired"] == 3
+    assert sum(w["state"] == "ready" for w in state["workers"]) == 3
+
+
+def check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unbroken", "check", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_imports_the_release_in_a_throwaway_process(releases: Path) -> None:
+    good = check("app:app", "--chdir", str(releases / "current"), "--health-path", "/healthz",
+                 cwd=releases)
+    assert good.returncode == 0 and "GET /healthz answered 2xx" in good.stdout
+    write_release(releases, "v2", broken=True)
+    point_current(releases, "v2")
+    bad = check("app:app", "--chdir", str(releases / "current"), cwd=releases)
+    assert bad.returncode == 1
+    assert "RuntimeError: release v2 is broken on purpose" in bad.stderr
+    assert "Traceback" in bad.stderr
+    (releases / "unbroken.toml").write_text("workers = -1\n")
+    config = check("app:app", cwd=releases)
+    assert config.returncode == 2 and "workers (-1 must be at least 1" in config.stderr
