@@ -23,6 +23,7 @@ import http.client
 import ipaddress
 import math
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -173,6 +174,9 @@ class _Client:
         target, timeout = self.load.target, self.load.timeout
         if isinstance(target, str):
             return _UnixHTTPConnection(target, timeout)
+        if self.load.ssl_context is not None:
+            return http.client.HTTPSConnection(target[0], target[1], timeout=timeout,
+                                               context=self.load.ssl_context)
         return http.client.HTTPConnection(target[0], target[1], timeout=timeout)
 
     def drop_connection(self) -> None:
@@ -242,8 +246,10 @@ class Load:
         max_requests: int = 1_000_000,
         timeout: float = 10.0,
         pause: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.target = check_loopback(target)
+        self.ssl_context = ssl_context  # HTTPS to a TCP target when given
         if clients < 1 or duration <= 0 or max_requests < 1 or timeout <= 0 or pause < 0:
             raise ValueError("clients, duration, max_requests, timeout must be > 0; pause >= 0")
         if not path.startswith("/"):

@@ -214,3 +214,19 @@ def test_reload_on_touch_and_control_socket_mode(service_factory: Any, releases:
     samples = Load(service.address, clients=1, keep_alive=False, max_requests=5,
                    duration=10).start().wait()
     assert [s.body.split()[0] for s in samples] == [b"v2"] * 5
+
+
+def test_umask_sets_the_unix_socket_mode(tmp_path: Path, releases: Path) -> None:
+    socket_path = tmp_path / "app.sock"
+    control = str(tmp_path / "ctl.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
+         "-b", f"unix:{socket_path}", "-w", "1", "--control", control, "--umask", "007"],
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(control) and _serving(control))
+        assert socket_path.stat().st_mode & 0o777 == 0o770  # group may connect, others not
+        assert os.stat(control).st_mode & 0o777 == 0o600  # the control socket stays private
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -7,7 +7,9 @@ anywhere gives the same one-line message naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
+import pwd
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,4 +71,38 @@ def check(config: Config) -> Config:
                           " (or --cmd 'PROGRAM ARGS')")
     if config.app and ":" not in config.app:
         raise ConfigError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
+    _check_tls(config)
+    _check_identity(config)
     return config
+
+
+def _check_identity(config: Config) -> None:
+    """--user/--group must exist, and only root can become them."""
+    if config.user is None and config.group is None:
+        return
+    if config.cmd:
+        raise ConfigError("--user/--group with --cmd is not supported yet (the notify "
+                          "socket lives in the master's private directory)")
+    try:
+        if config.user is not None:
+            pwd.getpwnam(config.user)
+        if config.group is not None:
+            grp.getgrnam(config.group)
+    except KeyError as error:
+        raise ConfigError(f"--user/--group: no such user or group: {error.args[0]}") from None
+    if os.geteuid() != 0:
+        raise ConfigError("--user/--group needs the master to run as root")
+
+
+def _check_tls(config: Config) -> None:
+    """TLS settings that cannot work together; the files themselves are read by workers."""
+    if bool(config.certfile) != bool(config.keyfile):
+        raise ConfigError("TLS needs both --certfile and --keyfile")
+    if config.certfile and config.cmd:
+        raise ConfigError("--certfile does not apply to --cmd workers: they serve their own TLS")
+    if config.certfile and config.worker_class == "gevent":
+        raise ConfigError("TLS is served by the wsgi and asgi worker classes, not gevent")
+    if config.cert_reqs != "none" and not config.certfile:
+        raise ConfigError(f"--cert-reqs {config.cert_reqs} needs TLS (--certfile, --keyfile)")
+    if config.cert_reqs != "none" and not config.ca_certs:
+        raise ConfigError(f"--cert-reqs {config.cert_reqs} needs --ca-certs to verify clients")

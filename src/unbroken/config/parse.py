@@ -6,6 +6,7 @@ import shlex
 import signal
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+CERT_REQS = ("none", "optional", "required")
 
 
 def positive_int(text: str) -> int:
@@ -67,3 +68,20 @@ def command(text: str) -> str:
     if not argv:
         raise ValueError("is empty")
     return text
+
+
+def cert_reqs(text: str) -> str:
+    value = text.lower()
+    if value not in CERT_REQS:
+        raise ValueError(f"must be one of {', '.join(CERT_REQS)}")
+    return value
+
+
+def octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ValueError("is not an octal mode such as 022") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("must be between 000 and 777")
+    return value

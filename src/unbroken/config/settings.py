@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.config.parse import (
+    cert_reqs,
     command,
     log_level,
     non_negative_float,
     non_negative_int,
+    octal,
     positive_float,
     positive_int,
     signal_name,
@@ -166,6 +168,35 @@ class Config:
     worker_connections: int = setting(
         1000, "--worker-connections", parse=positive_int,
         help="Concurrent requests (greenlets) per gevent worker; also caps its connections.",
+    )
+    certfile: str | None = setting(
+        None, "--certfile", metavar="FILE",
+        help="Serve HTTPS with this PEM certificate (chain); read by each new worker at boot, "
+        "so a reload rotates it. Needs --keyfile.",
+    )
+    keyfile: str | None = setting(
+        None, "--keyfile", metavar="FILE", help="The PEM private key of --certfile."
+    )
+    ca_certs: str | None = setting(
+        None, "--ca-certs", metavar="FILE",
+        help="PEM bundle of the CAs that client certificates must chain to (--cert-reqs).",
+    )
+    cert_reqs: str = setting(
+        "none", "--cert-reqs", parse=cert_reqs,
+        help="Client certificates: none, optional (verified when sent) or required.",
+    )
+    user: str | None = setting(
+        None, "-u", "--user", metavar="USER",
+        help="Run workers as this user (the master binds first, so ports below 1024 work); "
+        "needs the master to run as root.",
+    )
+    group: str | None = setting(
+        None, "-g", "--group", metavar="GROUP",
+        help="Run workers with this group (default: --user's primary group).",
+    )
+    umask: int | None = setting(
+        None, "--umask", parse=octal, metavar="MASK",
+        help="umask of the master and its workers, e.g. 007 for a group-writable unix socket.",
     )
     backlog: int = setting(
         2048, "--backlog", parse=positive_int, help="Listen queue length of each socket."

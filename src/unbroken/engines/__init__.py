@@ -41,6 +41,11 @@ class EngineSettings:
     access_log: str | None = None
     # Concurrent requests (greenlets) in a gevent worker; also caps its connections.
     worker_connections: int = 1000
+    # TLS (engines/tls.py): PEM paths read when the engine is built, i.e. at worker boot.
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    cert_reqs: str = "none"
 
 
 class Engine(Protocol):

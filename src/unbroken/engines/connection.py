@@ -35,6 +35,7 @@ from typing import Any, Protocol, cast
 from unbroken.engines import EngineSettings
 from unbroken.engines.acceptor import Acceptor
 from unbroken.engines.access_log import AccessLog
+from unbroken.engines.tls import server_context
 from unbroken.http.errors import HTTPError, RequestTimeout
 from unbroken.http.events import (
     BodyData,
@@ -573,6 +574,9 @@ class ConnectionServer:
         self.settings = settings
         self.handler = handler
         self.access_log = access_log
+        # Built here, at worker boot, from the files as they are now (engines/tls.py);
+        # raises TLSError, which fails the boot.
+        self.tls = server_context(settings)
         self.parser_limits = ParserLimits(
             request_line=settings.limit_request_line,
             field_size=settings.limit_request_field_size,
@@ -619,8 +623,17 @@ class ConnectionServer:
         task.add_done_callback(_consume_result)
 
     async def _adopt(self, sock: socket.socket) -> None:
+        # With TLS the handshake runs first, under header_timeout (a slowloris may
+        # stall it as well as a head). A failed or timed-out handshake is a
+        # client's problem: asyncio and uvloop raise an OSError (ssl.SSLError,
+        # ConnectionResetError, TimeoutError) and the socket is simply released.
         try:
-            await self.loop.connect_accepted_socket(lambda: HTTPConnection(self), sock)
+            if self.tls is None:
+                await self.loop.connect_accepted_socket(lambda: HTTPConnection(self), sock)
+            else:
+                await self.loop.connect_accepted_socket(
+                    lambda: HTTPConnection(self), sock, ssl=self.tls,
+                    ssl_handshake_timeout=self.settings.header_timeout)
         except OSError:
             sock.close()
             self._socket_released()

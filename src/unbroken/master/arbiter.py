@@ -167,6 +167,8 @@ class Master:
         return 0
 
     def _open(self) -> None:
+        if self.config.umask is not None:
+            os.umask(self.config.umask)  # before binding: it sets unix sockets' modes
         self.listeners = activated_sockets()
         if self.listeners:
             log.info("using %d socket(s) from socket activation instead of --bind",
@@ -302,6 +304,7 @@ class Master:
                 "limit_request_field_size": config.limit_request_field_size,
                 "access_log": config.access_logfile,
                 "worker_connections": config.worker_connections,
+                **_tls_settings(config),
             },
         )
 
@@ -482,7 +485,8 @@ class Master:
     def _start_rollout(self, waiters: list[ControlConnection]) -> None:
         number = max(self.generations, default=0) + 1
         directory = os.path.realpath(self.config.chdir or os.getcwd())
-        self.generations[number] = Generation(number, directory, time.monotonic())
+        self.generations[number] = Generation(number, directory, time.monotonic(),
+                                              self.config.user, self.config.group)
         self.rollout = Rollout(number, time.monotonic(), waiters)
         self.boot_failures = 0
         if self.serving is not None:
@@ -710,3 +714,16 @@ class Master:
                 for w in sorted(self.workers.values(), key=lambda w: w.id)
             ],
         }
+
+
+def _tls_settings(config: Config) -> dict[str, Any]:
+    """The TLS part of a worker's engine settings: paths only; the worker reads the files.
+
+    Paths are made absolute against the master's directory (where the command was
+    given), since workers run in the generation's directory.
+    """
+    if not config.certfile:
+        return {}
+    files = {"certfile": config.certfile, "keyfile": config.keyfile, "ca_certs": config.ca_certs}
+    return {"url_scheme": "https", "cert_reqs": config.cert_reqs,
+            **{name: os.path.abspath(path) if path else None for name, path in files.items()}}

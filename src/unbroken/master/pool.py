@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
 from unbroken.messages import BootFailed, Heartbeat
@@ -31,6 +33,8 @@ class Generation:
     number: int
     directory: str
     created_at: float
+    user: str | None = None  # workers drop to this identity (--user/--group)
+    group: str | None = None
 
 
 @dataclass
@@ -153,10 +157,27 @@ def _probe_listener(path: str) -> socket.socket:
 
 def _popen(argv: list[str], generation: Generation, extra_environment: dict[str, str],
            fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    identity = _identity(generation)
+    home = identity.pop("home", None)
     return subprocess.Popen(
         argv,
         cwd=generation.directory,
-        env={**os.environ, **extra_environment},
+        env={**os.environ, **extra_environment, **({"HOME": home} if home else {})},
         pass_fds=fds,
         stdin=subprocess.DEVNULL,
+        **identity,
     )
+
+
+def _identity(generation: Generation) -> dict[str, Any]:
+    """Popen arguments that drop the worker to --user/--group, supplementary groups too
+    (setuid alone would leave it in root's groups)."""
+    if generation.user is None and generation.group is None:
+        return {}
+    arguments: dict[str, Any] = {"group": generation.group, "extra_groups": []}
+    if generation.user is not None:
+        entry = pwd.getpwnam(generation.user)
+        arguments.update(user=generation.user, home=entry.pw_dir)
+        if generation.group is None:
+            arguments["group"] = entry.pw_gid
+    return arguments

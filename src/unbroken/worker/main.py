@@ -23,6 +23,7 @@ import traceback
 from typing import Any, NoReturn
 
 from unbroken.engines import EngineSettings, load_engine
+from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
     BootFailed,
@@ -223,6 +224,12 @@ def main() -> NoReturn:
         # Serving now: the master's death is noticed through the channel instead.
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
         loop.run_until_complete(runtime.run(started))
+    except TLSError as error:
+        # A certificate or key that cannot be used: one line, no traceback. At a
+        # reload this aborts the rollout and the old generation keeps serving.
+        log.error("worker %d failed to boot: TLS: %s", os.getpid(), error)
+        channel.send(BootFailed(f"TLS: {error}", ""))
+        _exit_now(WorkerExit.BOOT_ERROR)
     except BaseException as error:
         _fail(channel, f"worker error: {error!r}", WorkerExit.BOOT_ERROR)
     _exit_now(runtime.exit_code)
