@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,49 @@ def test_check_imports_the_release_in_a_throwaway_process(releases: Path) -> Non
     (releases / "unbroken.toml").write_text("workers = -1\n")
     config = check("app:app", cwd=releases)
     assert config.returncode == 2 and "workers (-1 must be at least 1" in config.stderr
+
+
+def test_reload_adds_and_removes_binds(releases: Path, tmp_path: Path) -> None:
+    from unbroken.control.client import ControlUnavailable, call
+    from unbroken.loadgen import Load
+
+    first, second = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+    settings = tmp_path / "unbroken.toml"
+    settings.write_text(f'app = "app:app"\nbind = ["unix:{first}"]\nworkers = 2\n')
+    control = str(tmp_path / "ctl.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unbroken", "serve", "-c", str(settings), "--chdir",
+         str(releases / "current"), "--control", control], stderr=subprocess.DEVNULL)
+
+    def status() -> dict[str, Any]:
+        return call(control, "status", timeout=5).data
+
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if status()["phase"] == "serving":
+                    break
+            except (ControlUnavailable, OSError):
+                pass
+            time.sleep(0.05)
+        settings.write_text(f'app = "app:app"\nbind = ["unix:{first}", "unix:{second}"]\n')
+        assert call(control, "reload", timeout=60).ok
+        assert status()["binds"] == [f"unix:{first}", f"unix:{second}"]
+        on_second = Load(second, clients=3, keep_alive=True, duration=30,
+                         max_requests=100_000).start()
+        settings.write_text(f'app = "app:app"\nbind = ["unix:{second}"]\n')
+        assert call(control, "reload", timeout=60).ok
+        settings.write_text('app = "app:app"\nbind = ["unix:/nonexistent/dir/c.sock"]\n')
+        refused = call(control, "reload", timeout=60)
+        samples = on_second.stop()
+        assert not refused.ok and "cannot bind unix:/nonexistent/dir/c.sock" in refused.message
+        assert samples and all(s.error is None for s in samples)
+        assert status()["binds"] == [f"unix:{second}"]
+        deadline = time.monotonic() + 20  # the first socket closes once its workers drained
+        while os.path.exists(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(first)
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from release import point_current, write_release
 
 from unbroken.loadgen import Load, summarize
@@ -191,6 +193,47 @@ def test_unix_socket_bind_access_log_and_log_reopen(tmp_path: Path, releases: Pa
     assert not os.path.exists(socket_path)  # the master removes its unix socket on exit
 
 
+def _unix_exchange(path: str, request: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(path)
+        client.sendall(request)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_json_access_log(tmp_path: Path, releases: Path) -> None:
+    socket_path = str(tmp_path / "app.sock")
+    access_log = tmp_path / "access.log"
+    control = str(tmp_path / "ctl.sock")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
+         "-b", f"unix:{socket_path}", "-w", "1", "--control", control,
+         "--access-logfile", str(access_log), "--access-log-format", "json"],
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(control) and _serving(control))
+        answer = _unix_exchange(socket_path, b"GET /?x=1 HTTP/1.1\r\nHost: a\r\n"
+                                b"User-Agent: t/1\r\nX-Request-Id: r-42\r\n"
+                                b"Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200")
+        _unix_exchange(socket_path, b"GET / HTTP/1.0\r\n\r\n")
+        assert _unix_exchange(socket_path, b"BAD\x01 / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 4")
+        wait_until(lambda: access_log.exists() and access_log.read_text().count("\n") == 3)
+    finally:
+        process.terminate()
+        process.wait(30)
+    first, second, rejected = [json.loads(line) for line in access_log.read_text().splitlines()]
+    assert first["method"] == "GET" and first["path"] == "/?x=1" and first["version"] == "1.1"
+    assert first["status"] == 200 and first["bytes"] > 0 and first["duration_ms"] >= 0
+    assert first["user_agent"] == "t/1" and first["request_id"] == "r-42"
+    assert first["time"].endswith("Z") and first["referer"] is None
+    assert second["version"] == "1.0" and "request_id" not in second
+    assert rejected["method"] is None and 400 <= rejected["status"] < 500
+
+
 def _serving(control: str) -> bool:
     from unbroken.control.client import ControlUnavailable, call
 
@@ -229,4 +272,24 @@ def test_umask_sets_the_unix_socket_mode(tmp_path: Path, releases: Path) -> None
         assert os.stat(control).st_mode & 0o777 == 0o600  # the control socket stays private
     finally:
         process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a socket to another user needs root")
+def test_unix_socket_belongs_to_the_workers_user_and_group(tmp_path: Path,
+                                                           releases: Path) -> None:
+    socket_path = tmp_path / "app.sock"
+    control = str(tmp_path / "ctl.sock")
+    # Only the socket's ownership is under test: the master binds it before any worker
+    # exists, so the command is started and stopped without waiting for workers.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
+         "-b", f"unix:{socket_path}", "--control", control, "--umask", "007",
+         "--user", "nobody", "--group", "nogroup"], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(control))
+        info = socket_path.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o770)
+    finally:
+        process.kill()
         process.wait(30)

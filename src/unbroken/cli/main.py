@@ -51,6 +51,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             *declaration.flags, dest=field.name, default=None,
             action="append" if declaration.repeatable else "store",
+            # A switch (bool setting) given bare means on: `--proxy-protocol`.
+            nargs="?" if isinstance(field.default, bool) else None,
+            const="on" if isinstance(field.default, bool) else None,
             type=_checked(field.name, declaration.parse),
             metavar=declaration.metavar, help=f"{declaration.help} (default: {field.default})",
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unbroken.config.load import ConfigError
+from unbroken.config.parse import switch
 from unbroken.config.settings import declarations
 
 FILE_NAME = "unbroken.toml"
@@ -73,6 +74,8 @@ def _convert(value: Any, parse: Any, repeatable: bool) -> Any:
     if repeatable:
         items = value if isinstance(value, list) else [value]
         return tuple(parse(_text(item)) for item in items)
+    if isinstance(value, bool) and parse is switch:
+        return value  # `proxy_protocol = true`
     return parse(_text(value))
 
 

@@ -102,6 +102,11 @@ def _check_tls(config: Config) -> None:
         raise ConfigError("--certfile does not apply to --cmd workers: they serve their own TLS")
     if config.certfile and config.worker_class == "gevent":
         raise ConfigError("TLS is served by the wsgi and asgi worker classes, not gevent")
+    if config.certfile and config.proxy_protocol:
+        # The PROXY header precedes the ClientHello; the core reads it only after the
+        # handshake, so the two cannot work together yet.
+        raise ConfigError("--proxy-protocol with --certfile is not supported: terminate TLS "
+                          "at the proxy")
     if config.cert_reqs != "none" and not config.certfile:
         raise ConfigError(f"--cert-reqs {config.cert_reqs} needs TLS (--certfile, --keyfile)")
     if config.cert_reqs != "none" and not config.ca_certs:

@@ -7,6 +7,7 @@ import signal
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 CERT_REQS = ("none", "optional", "required")
+ACCESS_LOG_FORMATS = ("combined", "json")
 
 
 def positive_int(text: str) -> int:
@@ -77,6 +78,13 @@ def cert_reqs(text: str) -> str:
     return value
 
 
+def access_log_format(text: str) -> str:
+    value = text.lower()
+    if value not in ACCESS_LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(ACCESS_LOG_FORMATS)}")
+    return value
+
+
 def octal(text: str) -> int:
     try:
         value = int(text, 8)
@@ -85,3 +93,22 @@ def octal(text: str) -> int:
     if not 0 <= value <= 0o777:
         raise ValueError("must be between 000 and 777")
     return value
+
+
+SWITCH_VALUES = {"on": True, "true": True, "yes": True, "1": True,
+                 "off": False, "false": False, "no": False, "0": False}
+
+
+def switch(text: str) -> bool:
+    try:
+        return SWITCH_VALUES[text.lower()]
+    except KeyError:
+        raise ValueError("must be on or off") from None
+
+
+def address_list(text: str) -> str:
+    """Comma-separated IPs/networks or `*`; kept as text (engines parse it again)."""
+    from unbroken.http.forwarded import parse_trusted_proxies
+
+    parse_trusted_proxies(text)
+    return ",".join(entry.strip() for entry in text.split(",") if entry.strip())

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.config.parse import (
+    access_log_format,
+    address_list,
     cert_reqs,
     command,
     log_level,
@@ -24,6 +26,7 @@ from unbroken.config.parse import (
     positive_float,
     positive_int,
     signal_name,
+    switch,
     worker_class,
 )
 
@@ -197,6 +200,22 @@ class Config:
     umask: int | None = setting(
         None, "--umask", parse=octal, metavar="MASK",
         help="umask of the master and its workers, e.g. 007 for a group-writable unix socket.",
+    )
+    access_log_format: str = setting(
+        "combined", "--access-log-format", parse=access_log_format, metavar="combined|json",
+        help="Access log lines: `combined` (Apache/nginx) or `json` (one object per line).",
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1", "--forwarded-allow-ips", parse=address_list, metavar="ADDRESSES",
+        help="Comma-separated IPs or networks (`10.0.0.0/8`), or `*`: proxies whose "
+        "X-Forwarded-For/-Proto/-Host set the client address, scheme and host, and who may "
+        "send a --proxy-protocol header. A unix-socket peer is always trusted.",
+    )
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", parse=switch,
+        help="Each connection starts with a PROXY protocol v1 or v2 header (HAProxy "
+        "`send-proxy`); its source address becomes the client. Peers outside "
+        "--forwarded-allow-ips are closed.",
     )
     backlog: int = setting(
         2048, "--backlog", parse=positive_int, help="Listen queue length of each socket."

@@ -39,6 +39,7 @@ class EngineSettings:
     url_scheme: str = "http"
     # Path of the access log ('-' for stdout), or None for no access log.
     access_log: str | None = None
+    access_log_format: str = "combined"  # a key of access_log.FORMATS
     # Concurrent requests (greenlets) in a gevent worker; also caps its connections.
     worker_connections: int = 1000
     # TLS (engines/tls.py): PEM paths read when the engine is built, i.e. at worker boot.
@@ -46,6 +47,10 @@ class EngineSettings:
     keyfile: str | None = None
     ca_certs: str | None = None
     cert_reqs: str = "none"
+    # Peers whose X-Forwarded-* headers and PROXY headers we believe (http/forwarded.py).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Every connection starts with a PROXY protocol header (http/proxy_protocol.py).
+    proxy_protocol: bool = False
 
 
 class Engine(Protocol):

@@ -46,7 +46,8 @@ class ASGIEngine(CoreCounters):
         self.loop = loop
         self.settings = settings
         self.lifespan = Lifespan(app, loop)
-        self._access_log = AccessLog(settings.access_log) if settings.access_log else None
+        self._access_log = (AccessLog(settings.access_log, settings.access_log_format)
+                            if settings.access_log else None)
         self._server = ConnectionServer(loop, settings, self, self._access_log,
                                         eof_is_disconnect=True)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,7 +56,7 @@ class ASGIEngine(CoreCounters):
         await self.lifespan.startup()
 
     async def probe(self, path: str) -> None:
-        await probe_asgi(self.app, path, self.lifespan.state)
+        await probe_asgi(self.app, path, self.lifespan.state, self.settings.url_scheme)
 
     async def start(self, listeners: list[socket.socket]) -> None:
         self._server.start(listeners)

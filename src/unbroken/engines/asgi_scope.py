@@ -23,23 +23,40 @@ def _address(address: Any) -> list[Any] | None:
     return None
 
 
+def _headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
+    headers = [(name.lower(), value) for name, value in exchange.head.headers]
+    host = exchange.forwarded.host
+    if host is not None:  # a trusted proxy's X-Forwarded-Host (http/forwarded.py)
+        headers = [(name, value) for name, value in headers if name != b"host"]
+        headers.append((b"host", host.encode("latin-1")))
+    return headers
+
+
 def connection_scope(kind: str, exchange: Exchange, scheme: str,
                      state: dict[str, Any]) -> dict[str, Any]:
-    """The fields an `http` and a `websocket` scope have in common."""
+    """The fields an `http` and a `websocket` scope have in common.
+
+    `scheme` is http or https; a trusted proxy's X-Forwarded-Proto overrides it.
+    """
     head = exchange.head
     connection = exchange.connection
+    forwarded = exchange.forwarded
     raw_path, query = split_target(head.target)
+    scheme = forwarded.scheme or scheme
+    client = _address(connection.peername)
+    if forwarded.client is not None:
+        client = [forwarded.client, 0]
     return {
         "type": kind,
         "asgi": ASGI_VERSION,
         "http_version": head.version,
-        "scheme": scheme,
+        "scheme": WEBSOCKET_SCHEMES.get(scheme, "ws") if kind == "websocket" else scheme,
         "path": unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="surrogateescape"),
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": [(name.lower(), value) for name, value in head.headers],
-        "client": _address(connection.peername),
+        "headers": _headers(exchange),
+        "client": client,
         "server": _address(connection.sockname),
         "state": state.copy(),
     }
@@ -53,7 +70,7 @@ def http_scope(exchange: Exchange, scheme: str, state: dict[str, Any]) -> dict[s
 
 def websocket_scope(exchange: Exchange, scheme: str, state: dict[str, Any],
                     subprotocols: list[str]) -> dict[str, Any]:
-    scope = connection_scope("websocket", exchange, WEBSOCKET_SCHEMES.get(scheme, "ws"), state)
+    scope = connection_scope("websocket", exchange, scheme, state)
     scope["subprotocols"] = subprotocols
     scope["extensions"] = {}
     return scope

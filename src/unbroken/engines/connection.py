@@ -14,6 +14,10 @@ Rules:
    every later byte and event of the transport goes to the `UpgradedStream`, and
    no HTTP timer runs. At the drain deadline the stream is asked to say goodbye
    (`deadline_reached`) and gets `CLOSE_HANDSHAKE_TIMEOUT` before being aborted.
+6. With `proxy_protocol`, the first bytes are a PROXY header (http/proxy_protocol.py),
+   read under the fresh connection's header_timeout; its source replaces `peername`.
+   Whether X-Forwarded-* count is decided once per connection from that `peername`
+   (`trusts_forwarded`, http/forwarded.py) and read once per request (`Exchange.forwarded`).
 
 Timers, one at a time per connection (the `_timer` field):
     fresh connection, nothing received ........ header_timeout → close
@@ -44,7 +48,14 @@ from unbroken.http.events import (
     RequestHead,
     RequestRejected,
 )
+from unbroken.http.forwarded import (
+    NOT_FORWARDED,
+    Forwarded,
+    parse_trusted_proxies,
+    read_forwarded,
+)
 from unbroken.http.parser import ParserLimits, RequestParser
+from unbroken.http.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
 from unbroken.http.response import (
     LAST_CHUNK,
     DateCache,
@@ -126,6 +137,9 @@ class Exchange:
         self.finished = False
         self.body_sent = 0
         self.started = time.time()
+        # What a trusted proxy says about the client (X-Forwarded-*); engines apply it.
+        self.forwarded: Forwarded = (read_forwarded(head.headers)
+                                     if connection.trusts_forwarded else NOT_FORWARDED)
 
     @property
     def server(self) -> ConnectionServer:
@@ -267,8 +281,11 @@ class HTTPConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False
         self.upgraded: UpgradedStream | None = None
+        # The client: the socket's peer, or the source a PROXY header announced.
         self.peername: Any = None
         self.sockname: Any = None
+        self.trusts_forwarded = False
+        self._proxy_header = ProxyHeaderParser() if server.settings.proxy_protocol else None
 
     @property
     def closing(self) -> bool:
@@ -283,6 +300,9 @@ class HTTPConnection(asyncio.Protocol):
         self.sockname = transport.get_extra_info("sockname")
         self.server.connection_opened(self)
         self._arm(self.server.settings.header_timeout, self.close)
+        self.trusts_forwarded = self.server.trusted_proxies.trusts(self.peername)
+        if self._proxy_header is not None and not self.trusts_forwarded:
+            self.close()  # only a trusted proxy may announce another client address
 
     def data_received(self, data: bytes) -> None:
         if self.phase is Phase.UPGRADED and self.upgraded is not None:
@@ -290,6 +310,10 @@ class HTTPConnection(asyncio.Protocol):
             return
         if self.phase is Phase.CLOSING:
             return  # lingering: swallow
+        if self._proxy_header is not None:
+            data = self._read_proxy_header(self._proxy_header, data)
+            if not data:
+                return
         events = self.parser.feed(data)
         if self.phase in (Phase.FRESH, Phase.IDLE) and self.parser.in_head:
             self._enter_head_phase()
@@ -299,6 +323,23 @@ class HTTPConnection(asyncio.Protocol):
             self._next_request()
         else:
             self.refresh_timer()
+
+    def _read_proxy_header(self, parser: ProxyHeaderParser, data: bytes) -> bytes:
+        """Feed the PROXY header (under header_timeout); return the HTTP bytes after it."""
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError:
+            self.close()  # we cannot answer in HTTP before the header: just close
+            return b""
+        if header is None:
+            return b""
+        self._proxy_header = None
+        if header.source is not None:  # PROXY UNKNOWN and v2 LOCAL keep the real peer
+            self.peername = header.source
+        # X-Forwarded-* are believed from the announced client, not from the proxy:
+        # behind a TCP-mode proxy the HTTP headers are the client's own.
+        self.trusts_forwarded = self.server.trusted_proxies.trusts(self.peername)
+        return parser.rest
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -584,6 +625,7 @@ class ConnectionServer:
             header_block=settings.limit_request_headers,
             max_body_size=settings.max_body_size,
         )
+        self.trusted_proxies = parse_trusted_proxies(settings.forwarded_allow_ips)
         self.requests_served = 0
         self.in_flight = 0
         self.response_stats = ResponseStats()  # status classes and latency, for metrics

@@ -18,7 +18,7 @@ class ProbeFailed(RuntimeError):
     pass
 
 
-def probe_wsgi(app: Any, path: str) -> None:
+def probe_wsgi(app: Any, path: str, scheme: str = "http") -> None:
     """Call the WSGI app with `GET path`; raise ProbeFailed unless it answers 2xx."""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
@@ -27,6 +27,7 @@ def probe_wsgi(app: Any, path: str) -> None:
         "wsgi.input": io.BytesIO(),
         "wsgi.errors": sys.stderr,
         "HTTP_USER_AGENT": "unbroken-health-probe",
+        "wsgi.url_scheme": scheme,
     }
     setup_testing_defaults(environ)
     status: list[str] = []
@@ -48,12 +49,14 @@ def probe_wsgi(app: Any, path: str) -> None:
         raise ProbeFailed(f"health probe GET {path} answered {got!r}, not 2xx")
 
 
-async def probe_asgi(app: Any, path: str, state: dict[str, Any]) -> None:
+async def probe_asgi(
+    app: Any, path: str, state: dict[str, Any], scheme: str = "http"
+) -> None:
     """Call the ASGI app with an `http` scope `GET path`; raise ProbeFailed unless 2xx."""
     raw_path, _, query = path.partition("?")
     scope = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1", "method": "GET", "scheme": "http",
+        "http_version": "1.1", "method": "GET", "scheme": scheme,
         "path": unquote(raw_path), "raw_path": raw_path.encode("latin-1"),
         "query_string": query.encode("latin-1"), "root_path": "",
         "headers": [(b"host", b"localhost"), (b"user-agent", b"unbroken-health-probe")],

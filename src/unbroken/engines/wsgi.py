@@ -284,7 +284,8 @@ class WSGIEngine(CoreCounters):
         self._executor = ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="unbroken-wsgi"
         )
-        self._access_log = AccessLog(settings.access_log) if settings.access_log else None
+        self._access_log = (AccessLog(settings.access_log, settings.access_log_format)
+                            if settings.access_log else None)
         self._server = ConnectionServer(loop, settings, self, self._access_log)
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
 
@@ -292,7 +293,8 @@ class WSGIEngine(CoreCounters):
         """WSGI has no startup protocol: importing the app was its startup."""
 
     async def probe(self, path: str) -> None:
-        await self.loop.run_in_executor(self._executor, probe_wsgi, self.app, path)
+        await self.loop.run_in_executor(self._executor, probe_wsgi, self.app, path,
+                                        self.settings.url_scheme)
 
     async def start(self, listeners: list[socket.socket]) -> None:
         """Accept on `listeners` (bound and listening already); returns when accepting."""
@@ -320,5 +322,6 @@ class WSGIEngine(CoreCounters):
     def environ_for(self, exchange: Exchange) -> dict[str, Any]:
         connection = exchange.connection
         return build_environ(
-            exchange.head, self._base_environ, connection.sockname, connection.peername
+            exchange.head, self._base_environ, connection.sockname, connection.peername,
+            exchange.forwarded,
         )

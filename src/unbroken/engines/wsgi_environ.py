@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from unbroken.http.events import RequestHead
+from unbroken.http.forwarded import NOT_FORWARDED, Forwarded, split_host
 
 _KEY_CACHE: dict[bytes, str | None] = {}
 _KEY_CACHE_LIMIT = 4096
@@ -64,11 +65,25 @@ def address_fields(sockname: Any, peername: Any, headers: dict[str, str]) -> dic
     return fields
 
 
+def forwarded_fields(forwarded: Forwarded, scheme: str) -> dict[str, str]:
+    """The keys a trusted proxy's X-Forwarded-* headers override (http/forwarded.py)."""
+    fields: dict[str, str] = {}
+    if forwarded.client is not None:
+        fields["REMOTE_ADDR"], fields["REMOTE_PORT"] = forwarded.client, "0"
+    if forwarded.scheme is not None:
+        fields["wsgi.url_scheme"] = scheme = forwarded.scheme
+    if forwarded.host is not None:
+        fields["HTTP_HOST"] = forwarded.host
+        fields["SERVER_NAME"], fields["SERVER_PORT"] = split_host(forwarded.host, scheme)
+    return fields
+
+
 def build_environ(
     head: RequestHead,
     base: dict[str, Any],
     sockname: Any,
     peername: Any,
+    forwarded: Forwarded = NOT_FORWARDED,
 ) -> dict[str, Any]:
     """Everything but wsgi.input, which the caller adds. `base` holds the constant keys."""
     environ = base.copy()
@@ -92,6 +107,8 @@ def build_environ(
     environ["RAW_URI"] = head.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/" + head.version
     environ.update(address_fields(sockname, peername, mapped))
+    if forwarded is not NOT_FORWARDED:
+        environ.update(forwarded_fields(forwarded, environ["wsgi.url_scheme"]))
     return environ
 
 

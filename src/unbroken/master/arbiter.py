@@ -23,7 +23,6 @@ import random
 import selectors
 import shlex
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -36,11 +35,12 @@ from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
 from unbroken.master.fifo import MasterFifo
+from unbroken.master.listeners import ListenerSet
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
 from unbroken.master.pool import Command, Generation, Worker, spawn, spawn_command
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
-from unbroken.master.systemd import Notifier, activated_sockets
+from unbroken.master.systemd import Notifier
 from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
@@ -57,18 +57,16 @@ from unbroken.rollout.planner import (
     plan,
 )
 from unbroken.sockets import (
-    bind,
-    close_unix_listener,
+    AddressError,
     describe_listener,
     listen_queue,
-    parse_address,
 )
 from unbroken.worker.spec import WorkerSpec
 
 log = logging.getLogger("unbroken.master")
 
 # Settings a reload cannot change: they name the master's own sockets and files.
-RESTART_ONLY = ("bind", "control", "name", "pid", "master_fifo", "cmd", "app", "chdir",
+RESTART_ONLY = ("control", "name", "pid", "master_fifo", "cmd", "app", "chdir",
                 "ready_bind", "metrics_bind")
 TICK = 0.2  # longest sleep of the loop: bounds how late a deadline is noticed
 MAX_BOOT_RETRIES = 5  # consecutive boot failures of the serving generation before giving up
@@ -109,7 +107,7 @@ class Master:
                                      self.selector, self._on_control)
         self.fifo = (MasterFifo(config.master_fifo, self.selector, self._on_fifo)
                      if config.master_fifo else None)
-        self.listeners: list[socket.socket] = []
+        self.sockets = ListenerSet(config.backlog)
         self.desired = config.workers
         self.phase = Phase.STARTING
         self.generations: dict[int, Generation] = {}
@@ -136,7 +134,7 @@ class Master:
 
     def _listen_queues(self) -> list[tuple[str, int, int]]:
         queues = []
-        for listener in self.listeners:
+        for listener in self.sockets.current:
             depth = listen_queue(listener)
             if depth is not None:
                 queues.append((describe_listener(listener), *depth))
@@ -169,13 +167,8 @@ class Master:
     def _open(self) -> None:
         if self.config.umask is not None:
             os.umask(self.config.umask)  # before binding: it sets unix sockets' modes
-        self.listeners = activated_sockets()
-        if self.listeners:
-            log.info("using %d socket(s) from socket activation instead of --bind",
-                     len(self.listeners))
-        else:
-            for text in self.config.bind:
-                self.listeners.append(bind(parse_address(text), self.config.backlog))
+        self.sockets.open(self.config.bind)
+        self.sockets.give_to(self.config.user, self.config.group)
         self.control.open()
         self.observatory.open()
         if self.command is not None:
@@ -185,7 +178,7 @@ class Master:
         self.signals.install()
         if self.config.pid:
             write_pidfile(self.config.pid, self.pid)
-        where = ", ".join(describe_listener(s) for s in self.listeners)
+        where = ", ".join(describe_listener(s) for s in self.sockets.current)
         log.info("unbroken master %d listening on %s (control: %s)", self.pid, where,
                  self.control.path)
 
@@ -198,8 +191,7 @@ class Master:
         self.observatory.close()
         if self.fifo:
             self.fifo.close()
-        for listener in self.listeners:
-            close_unix_listener(listener)
+        self.sockets.close()
         if self.config.pid:
             remove_pidfile(self.config.pid, self.pid)
         log.info("unbroken master %d exited", self.pid)
@@ -270,10 +262,12 @@ class Master:
         worker_id, self.next_worker_id = self.next_worker_id, self.next_worker_id + 1
         try:
             if self.command is not None:
-                worker = spawn_command(worker_id, generation, self.listeners, self.command,
+                worker = spawn_command(worker_id, generation, list(generation.listeners),
+                                       self.command,
                                        time.monotonic())
             else:
-                worker = spawn(worker_id, generation, self.listeners, self._worker_spec(),
+                worker = spawn(worker_id, generation, list(generation.listeners),
+                               self._worker_spec(),
                                time.monotonic())
         except OSError as error:
             self._on_boot_failure(number, f"cannot start a worker in {generation.directory}: "
@@ -303,7 +297,10 @@ class Master:
                 "limit_request_fields": config.limit_request_fields,
                 "limit_request_field_size": config.limit_request_field_size,
                 "access_log": config.access_logfile,
+                "access_log_format": config.access_log_format,
                 "worker_connections": config.worker_connections,
+                "forwarded_allow_ips": config.forwarded_allow_ips,
+                "proxy_protocol": config.proxy_protocol,
                 **_tls_settings(config),
             },
         )
@@ -394,6 +391,13 @@ class Master:
             self.observatory.worker_exited(worker.stats, restart_cause(
                 worker.state.value, self.phase is Phase.STOPPING, worker.kill_reason))
             self._on_exit(worker, worker.state)
+            self._release_sockets()
+
+    def _release_sockets(self) -> None:
+        """Close binds removed by a reload once no worker that listens on them is left."""
+        in_use = [sock for worker in self.workers.values()
+                  for sock in self.generations[worker.generation].listeners]
+        self.sockets.release_unused(in_use)
 
     def _forget_probe(self, worker: Worker) -> None:
         probe = self.probes.pop(worker.id, None)
@@ -477,6 +481,11 @@ class Master:
             log.warning("%s changed in the configuration: takes effect at the next restart",
                         ", ".join(changed))
         new = dataclasses.replace(new, **fixed)
+        try:
+            self.sockets.current = self.sockets.prepare(new.bind)
+            self.sockets.give_to(new.user, new.group)
+        except AddressError as error:
+            return f"nothing changed: {error}"
         if new.workers != self.config.workers:
             self.desired = new.workers
         self.config = new
@@ -486,7 +495,8 @@ class Master:
         number = max(self.generations, default=0) + 1
         directory = os.path.realpath(self.config.chdir or os.getcwd())
         self.generations[number] = Generation(number, directory, time.monotonic(),
-                                              self.config.user, self.config.group)
+                                              self.config.user, self.config.group,
+                                              self.sockets.current)
         self.rollout = Rollout(number, time.monotonic(), waiters)
         self.boot_failures = 0
         if self.serving is not None:
@@ -523,6 +533,8 @@ class Master:
             self._begin_stop(graceful=False)
             return
         self.phase = Phase.SERVING
+        self.sockets.current = self.generations[self.serving].listeners
+        self._release_sockets()
         self.systemd.ready(f"generation {self.serving} serving; reload to "
                            f"{rollout.generation} aborted: {reason}"[:300])
         self._record_reload(rollout, "aborted", self.serving, self.serving, reason)
@@ -702,7 +714,7 @@ class Master:
             "generation": self.serving,
             "target": self.rollout.generation if self.rollout else self.serving,
             "desired": self.desired,
-            "binds": [describe_listener(s) for s in self.listeners],
+            "binds": [describe_listener(s) for s in self.sockets.current],
             "python": sys.executable,
             "workers": [
                 {

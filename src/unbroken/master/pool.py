@@ -35,6 +35,7 @@ class Generation:
     created_at: float
     user: str | None = None  # workers drop to this identity (--user/--group)
     group: str | None = None
+    listeners: tuple[socket.socket, ...] = ()  # what its workers accept on
 
 
 @dataclass

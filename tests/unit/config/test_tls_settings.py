@@ -29,6 +29,7 @@ def test_certificate_and_key() -> None:
     ({"cert_reqs": "required", "ca_certs": "ca.pem"}, "--cert-reqs required needs TLS"),
     ({"certfile": "c", "keyfile": "k", "cert_reqs": "optional"}, "needs --ca-certs"),
     ({"certfile": "c", "keyfile": "k", "worker_class": "gevent"}, "not gevent"),
+    ({"certfile": "c", "keyfile": "k", "proxy_protocol": True}, "--proxy-protocol with"),
 ])
 def test_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
