@@ -25,6 +25,16 @@ def receive(sock: socket.socket, timeout: float = 20.0) -> dict[str, str]:
     return dict(line.split("=", 1) for line in datagram.splitlines())
 
 
+def until(sock: socket.socket, key: str) -> tuple[dict[str, str], list[str]]:
+    """The next message carrying `key`, and the STATUS-only progress lines before it."""
+    statuses = []
+    while True:
+        message = receive(sock)
+        if key in message:
+            return message, statuses
+        statuses.append(message["STATUS"])
+
+
 def test_notify_tells_the_truth(service_factory: Any, releases: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -33,7 +43,8 @@ def test_notify_tells_the_truth(service_factory: Any, releases: Path, tmp_path: 
     write_release(releases, "v1", import_delay=1.0)
     started = time.monotonic()
     service = service_factory()
-    first = receive(listener)
+    first, booting = until(listener, "READY")
+    assert booting == ["starting: generation 1 1/2 ready", "starting: generation 1 2/2 ready"]
     # READY=1 only once the workers imported the (slow) app, not when the master started.
     assert first["READY"] == "1" and time.monotonic() - started >= 1.0
     assert first["STATUS"].startswith("generation 1 serving")
@@ -43,19 +54,21 @@ def test_notify_tells_the_truth(service_factory: Any, releases: Path, tmp_path: 
     point_current(releases, "v2")
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     assert service.reload().ok
-    reloading, ready = receive(listener), receive(listener)
+    reloading = receive(listener)
     assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) >= before
+    ready, progress = until(listener, "READY")
+    assert progress == ["reloading: generation 2 1/2 ready", "reloading: generation 2 2/2 ready"]
     assert ready["READY"] == "1" and ready["STATUS"].startswith("generation 2 serving")
 
     write_release(releases, "v3", broken=True)
     point_current(releases, "v3")
     assert not service.reload().ok
     assert receive(listener)["RELOADING"] == "1"
-    aborted = receive(listener)
+    aborted, _ = until(listener, "READY")
     assert aborted["READY"] == "1" and "aborted" in aborted["STATUS"]
 
     os.kill(service.process.pid, signal.SIGTERM)
-    assert receive(listener)["STOPPING"] == "1"
+    assert until(listener, "STOPPING")[0]["STOPPING"] == "1"
     listener.close()
 
 

@@ -373,6 +373,9 @@ class Master:
         if self.rollout is not None and worker.generation == self.rollout.generation:
             ready = sum(1 for w in self.workers.values()
                         if w.generation == worker.generation and w.state is WorkerState.READY)
+            doing = "starting" if self.serving is None else "reloading"
+            self.systemd.status(f"{doing}: generation {worker.generation} "
+                                f"{ready}/{self.desired} ready")
             self._notify(progress(f"generation {worker.generation}: {ready}/{self.desired} ready",
                                   generation=worker.generation, ready=ready,
                                   desired=self.desired))
