@@ -7,8 +7,6 @@ every process is stopped by PID.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
+from processes import stop_process
 from release import point_current, write_release
 
 from unbroken.control.client import ControlUnavailable, call
@@ -88,13 +87,7 @@ class Service:
     def stop(self) -> None:
         """Graceful stop by PID; a stop slower than STOP_BUDGET is a bug worth a failure."""
         started = time.monotonic()
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=40)
         took = time.monotonic() - started
         self.log.close()
         self.listener.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from loadcheck import assert_no_failures, load_both, stop_both, versions
+from processes import stop_process
 from release import point_current, write_release
 
 RELOADS = ("v2", "v3", "v4")
@@ -108,13 +109,7 @@ class Nginx:
         raise AssertionError(f"nginx did not answer within {START_TIMEOUT}s:\n{self.output()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGQUIT)  # nginx's graceful shutdown
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process(self.process, signal.SIGQUIT, timeout=10)  # nginx's graceful shutdown
 
 
 @pytest.fixture

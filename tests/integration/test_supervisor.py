@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from loadcheck import assert_no_failures, load_both, stop_both, versions
+from processes import stop_process
 from release import point_current, write_release
 
 from unbroken.control.client import ControlUnavailable, call
@@ -114,13 +114,7 @@ class Supervised:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in logs if p.exists())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 @pytest.fixture

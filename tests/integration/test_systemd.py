@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from loadcheck import assert_no_failures, load_both, stop_both, versions
+from processes import stop_process
 from release import point_current, write_release
 
 from unbroken.control.client import ControlUnavailable, call
@@ -126,10 +127,5 @@ def test_socket_activation_serves_and_reloads(releases: Path, tmp_path: Path) ->
     except ControlUnavailable:
         raise AssertionError(Target.output()) from None
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        stop_process(process)
         log.close()

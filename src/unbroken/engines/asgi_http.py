@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
-from unbroken.engines.connection import Exchange
+from unbroken.engines.connection import Exchange, WriteBackPressure
 from unbroken.http.response import plan_response
 
 error_log = logging.getLogger("unbroken.error")
@@ -41,7 +41,7 @@ class ClientDisconnected(OSError):
     """`send` after the client left (ASGI spec 2.4 asks for an OSError subclass)."""
 
 
-class HTTPCycle:
+class HTTPCycle(WriteBackPressure):
     """The application's `receive`/`send` for one request; the core's listener for it."""
 
     __slots__ = (
@@ -88,15 +88,6 @@ class HTTPCycle:
 
     def body_failed(self, error: Exception) -> None:
         self.connection_lost()
-
-    def writing_paused(self) -> None:
-        if self._writable is None:
-            self._writable = self._loop.create_future()
-
-    def writing_resumed(self) -> None:
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
 
     def connection_lost(self) -> None:
         self._disconnected = True

@@ -33,7 +33,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from unbroken.engines.asgi_http import ASGIApp, ClientDisconnected, Message
-from unbroken.engines.connection import Exchange
+from unbroken.engines.connection import Exchange, WriteBackPressure
 from unbroken.http.response import plan_response
 
 error_log = logging.getLogger("unbroken.error")
@@ -48,7 +48,7 @@ MAX_QUEUED = 16
 CLOSE_TIMEOUT = 5.0
 
 
-class WebSocketSession:
+class WebSocketSession(WriteBackPressure):
     def __init__(self, exchange: Exchange, loop: asyncio.AbstractEventLoop) -> None:
         self._exchange = exchange
         self._connection = exchange.connection
@@ -78,15 +78,6 @@ class WebSocketSession:
 
     def body_failed(self, error: Exception) -> None:
         self._disconnect(ABNORMAL_CLOSURE)
-
-    def writing_paused(self) -> None:
-        if self._writable is None:
-            self._writable = self._loop.create_future()
-
-    def writing_resumed(self) -> None:
-        writable, self._writable = self._writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
 
     def connection_lost(self) -> None:
         if self._close_timer is not None:

@@ -771,3 +771,22 @@ class CoreCounters:
     @property
     def connections(self) -> int:
         return self._server.connections
+
+
+class WriteBackPressure:
+    """For ASGI senders: `send` awaits `_writable` while the transport is paused.
+
+    The core calls `writing_paused`/`writing_resumed`; one copy for HTTP and WebSocket.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+    _writable: asyncio.Future[None] | None
+
+    def writing_paused(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def writing_resumed(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
