@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from framework_release import write_starlette_release
-from loadcheck import assert_no_failures, load_both, refused_release_under_load, stop_both, versions
+from loadcheck import (
+    assert_no_failures,
+    refused_release_under_load,
+    timed_reload_under_load,
+    versions,
+)
 from release import point_current
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -33,14 +37,8 @@ def test_slow_lifespan_reload_under_load_fails_no_request(starlette: Any,
                                                           releases: Path) -> None:
     service = starlette()
     write_starlette_release(releases, "v2", startup_delay=3.0)
-    loads = load_both(service)
-    time.sleep(0.3)
-    point_current(releases, "v2")
-    started = time.monotonic()
-    reply = service.reload()
-    took = time.monotonic() - started
-    time.sleep(0.3)
-    samples = stop_both(loads)
+    reply, _started, took, samples = timed_reload_under_load(service, releases, "v2",
+                                                             settle=0.3)
     assert reply.ok, reply
     assert took >= 3.0  # the lifespan gated readiness
     assert_no_failures(samples, service)

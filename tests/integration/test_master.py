@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import stop_process
 from release import point_current, write_release
 
 from unbroken.loadgen import Load, summarize
@@ -168,16 +171,28 @@ def test_reload_without_a_service_says_so(tmp_path: Path) -> None:
     assert "no unbroken service at" in result.stderr
 
 
-def test_unix_socket_bind_access_log_and_log_reopen(tmp_path: Path, releases: Path) -> None:
-    socket_path = str(tmp_path / "app.sock")
-    access_log = tmp_path / "access.log"
-    control = str(tmp_path / "ctl.sock")
+@contextmanager
+def unix_service(tmp_path: Path, releases: Path, *args: str, serving: bool = True,
+                 stop_signal: int = signal.SIGTERM) -> Iterator[tuple[Any, str, str]]:
+    """`unbroken serve app:app` on a unix socket in tmp_path; (process, socket, control).
+
+    With serving=False it only waits for the control socket (the master is up and has
+    bound its sockets), for tests of what happens before any worker is ready."""
+    socket_path, control = str(tmp_path / "app.sock"), str(tmp_path / "ctl.sock")
     process = subprocess.Popen(
         [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
-         "-b", f"unix:{socket_path}", "-w", "1", "--control", control,
-         "--access-logfile", str(access_log)], stderr=subprocess.DEVNULL)
+         "-b", f"unix:{socket_path}", "--control", control, *args], stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: os.path.exists(control) and _serving(control))
+        wait_until(lambda: os.path.exists(control) and (not serving or _serving(control)))
+        yield process, socket_path, control
+    finally:
+        stop_process(process, stop_signal, timeout=30)
+
+
+def test_unix_socket_bind_access_log_and_log_reopen(tmp_path: Path, releases: Path) -> None:
+    access_log = tmp_path / "access.log"
+    with unix_service(tmp_path, releases, "-w", "1", "--access-logfile",
+                      str(access_log)) as (process, socket_path, _):
         first = Load(socket_path, clients=1, keep_alive=True, max_requests=5, duration=10)
         samples = first.start().wait()
         assert len(samples) == 5 and all(s.error is None for s in samples)
@@ -187,9 +202,6 @@ def test_unix_socket_bind_access_log_and_log_reopen(tmp_path: Path, releases: Pa
         wait_until(lambda: access_log.exists())
         Load(socket_path, clients=1, keep_alive=False, max_requests=3, duration=10).start().wait()
         wait_until(lambda: access_log.read_text().count("GET / ") == 3)
-    finally:
-        process.terminate()
-        process.wait(30)
     assert not os.path.exists(socket_path)  # the master removes its unix socket on exit
 
 
@@ -205,16 +217,9 @@ def _unix_exchange(path: str, request: bytes) -> bytes:
 
 
 def test_json_access_log(tmp_path: Path, releases: Path) -> None:
-    socket_path = str(tmp_path / "app.sock")
     access_log = tmp_path / "access.log"
-    control = str(tmp_path / "ctl.sock")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
-         "-b", f"unix:{socket_path}", "-w", "1", "--control", control,
-         "--access-logfile", str(access_log), "--access-log-format", "json"],
-        stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: os.path.exists(control) and _serving(control))
+    with unix_service(tmp_path, releases, "-w", "1", "--access-logfile", str(access_log),
+                      "--access-log-format", "json") as (_, socket_path, _control):
         answer = _unix_exchange(socket_path, b"GET /?x=1 HTTP/1.1\r\nHost: a\r\n"
                                 b"User-Agent: t/1\r\nX-Request-Id: r-42\r\n"
                                 b"Connection: close\r\n\r\n")
@@ -222,9 +227,6 @@ def test_json_access_log(tmp_path: Path, releases: Path) -> None:
         _unix_exchange(socket_path, b"GET / HTTP/1.0\r\n\r\n")
         assert _unix_exchange(socket_path, b"BAD\x01 / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 4")
         wait_until(lambda: access_log.exists() and access_log.read_text().count("\n") == 3)
-    finally:
-        process.terminate()
-        process.wait(30)
     first, second, rejected = [json.loads(line) for line in access_log.read_text().splitlines()]
     assert first["method"] == "GET" and first["path"] == "/?x=1" and first["version"] == "1.1"
     assert first["status"] == 200 and first["bytes"] > 0 and first["duration_ms"] >= 0
@@ -260,36 +262,18 @@ def test_reload_on_touch_and_control_socket_mode(service_factory: Any, releases:
 
 
 def test_umask_sets_the_unix_socket_mode(tmp_path: Path, releases: Path) -> None:
-    socket_path = tmp_path / "app.sock"
-    control = str(tmp_path / "ctl.sock")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
-         "-b", f"unix:{socket_path}", "-w", "1", "--control", control, "--umask", "007"],
-        stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: os.path.exists(control) and _serving(control))
-        assert socket_path.stat().st_mode & 0o777 == 0o770  # group may connect, others not
+    with unix_service(tmp_path, releases, "-w", "1", "--umask", "007") as (_, socket_path,
+                                                                           control):
+        assert os.stat(socket_path).st_mode & 0o777 == 0o770  # group may connect, not others
         assert os.stat(control).st_mode & 0o777 == 0o600  # the control socket stays private
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing a socket to another user needs root")
 def test_unix_socket_belongs_to_the_workers_user_and_group(tmp_path: Path,
                                                            releases: Path) -> None:
-    socket_path = tmp_path / "app.sock"
-    control = str(tmp_path / "ctl.sock")
     # Only the socket's ownership is under test: the master binds it before any worker
-    # exists, so the command is started and stopped without waiting for workers.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "unbroken", "serve", "app:app", "--chdir", str(releases / "current"),
-         "-b", f"unix:{socket_path}", "--control", control, "--umask", "007",
-         "--user", "nobody", "--group", "nogroup"], stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: os.path.exists(control))
-        info = socket_path.stat()
+    # exists, so the service is not waited for and is killed at the end.
+    with unix_service(tmp_path, releases, "--umask", "007", "--user", "nobody", "--group",
+                      "nogroup", serving=False, stop_signal=signal.SIGKILL) as (_, path, _c):
+        info = os.stat(path)
         assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o770)
-    finally:
-        process.kill()
-        process.wait(30)

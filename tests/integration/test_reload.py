@@ -13,6 +13,7 @@ from loadcheck import (
     refused_release_under_load,
     reload_under_load,
     stop_both,
+    timed_reload_under_load,
     versions,
 )
 from release import point_current, write_release
@@ -38,13 +39,7 @@ def test_slow_import_never_stalls_clients(service_factory: Any, releases: Path) 
     service = service_factory()
     service.wait_serving()
     write_release(releases, "v2", import_delay=3.0)
-    loads = load_both(service)
-    time.sleep(0.3)
-    point_current(releases, "v2")
-    started = time.monotonic()
-    reply = service.reload()
-    took = time.monotonic() - started
-    samples = stop_both(loads)
+    reply, started, took, samples = timed_reload_under_load(service, releases, "v2", settle=0.3)
     assert reply.ok, reply
     assert took >= 3.0  # the new generation really imported slowly
     assert_no_failures(samples, service)

@@ -37,12 +37,23 @@ def assert_no_failures(samples: list[Sample], service: Any) -> None:
 def reload_under_load(service: Any, releases: Path, version: str,
                       keep_alive_clients: bool = True) -> tuple[Any, list[Sample]]:
     """Switch `current` to `version` and reload while clients run; (reply, samples)."""
+    reply, _started, _took, samples = timed_reload_under_load(
+        service, releases, version, keep_alive_clients)
+    return reply, samples
+
+
+def timed_reload_under_load(service: Any, releases: Path, version: str,
+                            keep_alive_clients: bool = True, settle: float = 0.5) -> tuple[
+        Any, float, float, list[Sample]]:
+    """The same, also giving when the reload was asked for and how long it blocked."""
     loads = load_both(service, keep_alive_clients=keep_alive_clients)
-    time.sleep(0.5)
+    time.sleep(settle)
     point_current(releases, version)
+    started = time.monotonic()
     reply = service.reload()
-    time.sleep(0.5)
-    return reply, stop_both(loads)
+    took = time.monotonic() - started
+    time.sleep(settle)
+    return reply, started, took, stop_both(loads)
 
 
 def refused_release_under_load(service: Any, releases: Path, version: str) -> tuple[
