@@ -93,7 +93,8 @@ def test_failed_health_probe_aborts_the_reload(service_factory: Any, releases: P
 
 
 def test_boot_timeout_aborts_the_reload(service_factory: Any, releases: Path) -> None:
-    service = service_factory("--boot-timeout", "1")
+    # 2 s, not less: v1 must boot within it too, on a loaded 2-core CI machine.
+    service = service_factory("--boot-timeout", "2")
     service.wait_serving()
     write_release(releases, "v2", import_delay=5.0)
     point_current(releases, "v2")

@@ -50,7 +50,10 @@ class ASGIEngine(CoreCounters):
                             if settings.access_log else None)
         self._server = ConnectionServer(loop, settings, self, self._access_log,
                                         eof_is_disconnect=True)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Each running request's task, by its listener; the listener removes itself when
+        # its app returns (cheaper than a done callback per request). Also holds the
+        # tasks strongly, as the loop keeps only weak references.
+        self._tasks: dict[object, asyncio.Task[None]] = {}
 
     async def startup(self) -> None:
         await self.lifespan.startup()
@@ -72,7 +75,7 @@ class ASGIEngine(CoreCounters):
                 self._access_log.close()
 
     async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         if tasks:
@@ -87,14 +90,11 @@ class ASGIEngine(CoreCounters):
     def handle(self, exchange: Exchange) -> ExchangeListener:
         scheme, state = self.settings.url_scheme, self.lifespan.state
         listener: HTTPCycle | WebSocketSession
-        if is_websocket_upgrade(exchange):
+        if exchange.head.upgrade is not None and is_websocket_upgrade(exchange):
             listener = WebSocketSession(exchange, self.loop)
             scope = websocket_scope(exchange, scheme, state, listener.subprotocols)
         else:
             listener = HTTPCycle(exchange, self.loop)
             scope = http_scope(exchange, scheme, state)
-        task = self.loop.create_task(listener.run(self.app, scope))
-        # The loop keeps only weak references to tasks: hold each until it ends.
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[listener] = self.loop.create_task(listener.run(self.app, scope, self._tasks))
         return listener

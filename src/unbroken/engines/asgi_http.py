@@ -146,10 +146,10 @@ class HTTPCycle(WriteBackPressure):
         if self._disconnected:
             raise ClientDisconnected("the client disconnected")
         body: bytes = message.get("body", b"")
-        more = bool(message.get("more_body", False))
+        more = message.get("more_body", False)
         plan = None
         if not self._head_sent:
-            plan = self._plan(len(body) if not more else None)
+            plan = self._plan(None if more else len(body))
             self._head_sent = True
         if not more:
             self._complete = True
@@ -162,34 +162,36 @@ class HTTPCycle(WriteBackPressure):
         exchange = self._exchange
         assert self._status is not None
         return plan_response(
-            self._status, REASONS.get(self._status, b""), list(self._headers),
+            self._status, REASONS.get(self._status, b""), self._headers,
             request_method=exchange.head.method,
             request_version=exchange.head.version,
-            date_field=exchange.server.date_field(),
+            date_field=exchange.connection.server.date_field(),
             length_hint=length_hint,
         )
 
     # -------------------------------------------------------------- running
 
-    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp, scope: dict[str, Any], running: dict[object, Any]) -> None:
+        """Run the app for this request; remove self from `running` when it returns."""
         try:
             await app(scope, self.receive, self.send)
         except ClientDisconnected:
-            return
+            pass
         except BaseException as error:
             if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 self._exchange.abort()
                 raise
-            if self._disconnected:
-                return  # the app turned our ClientDisconnected into its own (Starlette)
-            head = self._exchange.head
-            error_log.exception("error handling %s %r", head.method.decode(), head.target)
-            self._fail()
-            return
-        if not self._complete and not self._disconnected:
-            error_log.error("ASGI app returned without completing the response")
-            self._fail()
-        self._complete = True
+            if not self._disconnected:  # else the app turned our ClientDisconnected into
+                head = self._exchange.head  # its own (Starlette): nothing to report
+                error_log.exception("error handling %s %r", head.method.decode(), head.target)
+                self._fail()
+        else:
+            if not self._complete and not self._disconnected:
+                error_log.error("ASGI app returned without completing the response")
+                self._fail()
+            self._complete = True
+        finally:
+            running.pop(self, None)
 
     def _fail(self) -> None:
         """Answer 500 if nothing was sent yet; otherwise the response is broken: close."""

@@ -16,15 +16,16 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
 
 
-def _address(address: Any) -> list[Any] | None:
-    """TCP addresses become [host, port]; a unix socket has none worth reporting."""
+def _address(address: Any) -> tuple[Any, ...] | None:
+    """TCP addresses become (host, port); a unix socket has none worth reporting."""
     if isinstance(address, tuple) and len(address) >= 2:
-        return [address[0], address[1]]
+        return address[:2]
     return None
 
 
 def _headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
-    headers = [(name.lower(), value) for name, value in exchange.head.headers]
+    """The parser's own list (names already lowercased, made for this request alone)."""
+    headers = exchange.head.headers
     host = exchange.forwarded.host
     if host is not None:  # a trusted proxy's X-Forwarded-Host (http/forwarded.py)
         headers = [(name, value) for name, value in headers if name != b"host"]
@@ -41,21 +42,28 @@ def connection_scope(kind: str, exchange: Exchange, scheme: str,
     head = exchange.head
     connection = exchange.connection
     forwarded = exchange.forwarded
-    raw_path, query = split_target(head.target)
+    target = head.target
+    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
     scheme = forwarded.scheme or scheme
     client = _address(connection.peername)
     if forwarded.client is not None:
-        client = [forwarded.client, 0]
+        client = (forwarded.client, 0)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path, encoding="utf-8", errors="surrogateescape")
     return {
         "type": kind,
         "asgi": ASGI_VERSION,
         "http_version": head.version,
         "scheme": WEBSOCKET_SCHEMES.get(scheme, "ws") if kind == "websocket" else scheme,
-        "path": unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="surrogateescape"),
+        "path": path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": _headers(exchange),
+        "headers": head.headers if forwarded.host is None else _headers(exchange),
         "client": client,
         "server": _address(connection.sockname),
         "state": state.copy(),
@@ -79,13 +87,12 @@ def websocket_scope(exchange: Exchange, scheme: str, state: dict[str, Any],
 def is_websocket_upgrade(exchange: Exchange) -> bool:
     """A GET asking `Upgrade: websocket` with `Connection: upgrade` (RFC 6455 §4.2.1)."""
     head = exchange.head
-    if head.method != b"GET":
-        return False
+    if head.upgrade is None or head.method != b"GET":
+        return False  # the parser noted the Upgrade field: most requests stop here
     upgrade = connection = False
     for name, value in head.headers:
-        lowered = name.lower()
-        if lowered == b"upgrade":
+        if name == b"upgrade":
             upgrade = upgrade or b"websocket" in value.lower()
-        elif lowered == b"connection":
+        elif name == b"connection":
             connection = connection or b"upgrade" in value.lower()
     return upgrade and connection

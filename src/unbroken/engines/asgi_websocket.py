@@ -209,16 +209,19 @@ class WebSocketSession(WriteBackPressure):
         self._connection.write(self._ws.send(CloseConnection(code=code, reason=reason)))
         self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._connection.close)
 
-    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp, scope: dict[str, Any], running: dict[object, Any]) -> None:
+        """Run the app for this session; remove self from `running` when it returns."""
         try:
             await app(scope, self.receive, self.send)
         except ClientDisconnected:
-            pass
+            self._finish(1000, 403)
         except Exception:
             error_log.exception("error in WebSocket application %r", scope["path"])
             self._finish(INTERNAL_ERROR, 500)
-            return
-        self._finish(1000, 403)
+        else:
+            self._finish(1000, 403)
+        finally:
+            running.pop(self, None)
 
     def _finish(self, close_code: int, http_status: int) -> None:
         """The app returned: close what it left open."""

@@ -24,6 +24,12 @@ Timers, one at a time per connection (the `_timer` field):
     idle between requests ...................... keep_alive_timeout → close
     part of a head received .................... header_timeout from its first byte → 408, close
     body expected, not paused, app is reading .. body_timeout between arrivals → 408/close
+
+The idle timer is not cancelled when a request starts: it stays armed, and when it
+fires it closes only a connection that has been idle for the whole keep_alive_timeout
+since `_idle_since`, else re-arms for the rest. A keep-alive connection so pays one
+timer per timeout period instead of a call_later and a cancel per request. Any other
+timer (`_arm`) replaces it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from unbroken.engines.access_log import AccessLog
 from unbroken.engines.tls import server_context
 from unbroken.http.errors import HTTPError, RequestTimeout
 from unbroken.http.events import (
+    MESSAGE_COMPLETE,
     BodyData,
     Event,
     MessageComplete,
@@ -125,6 +132,10 @@ class RequestHandler(Protocol):
 class Exchange:
     """One request and its response on a connection (loop-thread object)."""
 
+    __slots__ = ("body_sent", "connection", "continue_sent", "finished", "forwarded", "head",
+                 "keep_alive", "listener", "plan", "reading_body", "request_complete",
+                 "started")
+
     def __init__(self, connection: HTTPConnection, head: RequestHead) -> None:
         self.connection = connection
         self.head = head
@@ -138,8 +149,10 @@ class Exchange:
         self.body_sent = 0
         self.started = time.time()
         # What a trusted proxy says about the client (X-Forwarded-*); engines apply it.
+        # The parser noted whether any such field came, so most requests skip the scan.
         self.forwarded: Forwarded = (read_forwarded(head.headers)
-                                     if connection.trusts_forwarded else NOT_FORWARDED)
+                                     if head.forwarded and connection.trusts_forwarded
+                                     else NOT_FORWARDED)
 
     @property
     def server(self) -> ConnectionServer:
@@ -166,7 +179,11 @@ class Exchange:
 
     def send(self, plan: ResponsePlan | None, data: bytes, end: bool) -> None:
         """Write the head (when `plan` is given), body bytes, and maybe the end."""
-        if self.finished or self.connection.closing:
+        if self.finished or self.connection.phase is Phase.CLOSING:
+            return
+        if (end and plan is not None and plan.framing is Framing.LENGTH
+                and len(data) == plan.content_length):
+            self._send_whole(plan, data)
             return
         parts: list[bytes] = []
         if plan is not None:
@@ -180,6 +197,22 @@ class Exchange:
             self.connection.write(parts[0] if len(parts) == 1 else b"".join(parts))
         if end:
             self._finish()
+
+    def _send_whole(self, plan: ResponsePlan, data: bytes) -> None:
+        """The usual response, whole and exactly as long as announced: one write."""
+        self.plan = plan
+        connection = self.connection
+        keep_alive = self.keep_alive = connection.may_keep_alive(self, plan)
+        if not keep_alive:
+            ending = END_CLOSE
+        elif self.head.version == "1.0":
+            ending = END_KEEP_ALIVE_10
+        else:
+            ending = END_HEAD
+        connection.write(b"".join((plan.head, ending, data)))
+        self.body_sent = len(data)
+        self.finished = True
+        connection.exchange_ended(self)
 
     def _start_response(self, plan: ResponsePlan, parts: list[bytes]) -> None:
         self.plan = plan
@@ -279,6 +312,8 @@ class HTTPConnection(asyncio.Protocol):
         self._read_pauses: set[str] = set()
         self._writing_paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_is_idle = False  # `_timer` is the idle timer (see the module's docstring)
+        self._idle_since = 0.0
         self._eof = False
         self.upgraded: UpgradedStream | None = None
         # The client: the socket's peer, or the source a PROXY header announced.
@@ -314,8 +349,17 @@ class HTTPConnection(asyncio.Protocol):
             data = self._read_proxy_header(self._proxy_header, data)
             if not data:
                 return
-        events = self.parser.feed(data)
-        if self.phase in (Phase.FRESH, Phase.IDLE) and self.parser.in_head:
+        parser = self.parser
+        events = parser.feed(data)
+        if (len(events) == 2 and events[1] is MESSAGE_COMPLETE and self.current is None
+                and not self._pending and not parser.in_head):
+            head = events[0]
+            if type(head) is RequestHead and not head.has_body:
+                # The usual case, one whole request without a body on an idle
+                # connection: what _route and _next_request would do, without the queue.
+                self._start_exchange(head)
+                return
+        if self.phase in (Phase.FRESH, Phase.IDLE) and parser.in_head:
             self._enter_head_phase()
         for event in events:
             self._route(event)
@@ -443,7 +487,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._start_exchange(event)
             elif isinstance(event, RequestRejected):
                 self._answer_error(event.error)
-        if self._pending_bytes <= READ_HIGH_WATER:
+        if self._read_pauses and self._pending_bytes <= READ_HIGH_WATER:
             self.resume_reading("pipeline")
         if self.current is None and not self.closing:
             self._wait_for_request()
@@ -452,8 +496,9 @@ class HTTPConnection(asyncio.Protocol):
         exchange = Exchange(self, head)
         self.current = exchange
         self.phase = Phase.ACTIVE
-        self._cancel_timer()
-        self.server.exchange_started(exchange)
+        if not self._timer_is_idle:
+            self._cancel_timer()
+        self.server.in_flight += 1
         exchange.listener = self.server.handler.handle(exchange)
         # Body events already parsed for this request go to it now, in order.
         while self._pending and not isinstance(self._pending[0], RequestHead):
@@ -471,7 +516,22 @@ class HTTPConnection(asyncio.Protocol):
             self._enter_head_phase()
         else:
             self.phase = Phase.IDLE
-            self._arm(self.server.settings.keep_alive_timeout, self.close)
+            self._idle_since = self.server.loop.time()
+            if not self._timer_is_idle:
+                self._arm(self.server.settings.keep_alive_timeout, self._idle_timed_out)
+                self._timer_is_idle = True
+
+    def _idle_timed_out(self) -> None:
+        self._timer, self._timer_is_idle = None, False
+        if self.phase is not Phase.IDLE:
+            return  # busy since it was armed; the next idle period arms it again
+        remaining = self._idle_since + self.server.settings.keep_alive_timeout
+        remaining -= self.server.loop.time()
+        if remaining > 0.001:
+            self._timer = self.server.loop.call_later(remaining, self._idle_timed_out)
+            self._timer_is_idle = True
+        else:
+            self.close()
 
     def _enter_head_phase(self) -> None:
         if self.phase is not Phase.HEAD:
@@ -517,6 +577,10 @@ class HTTPConnection(asyncio.Protocol):
 
     def exchange_ended(self, exchange: Exchange) -> None:
         self.server.exchange_ended(exchange, served=True)
+        if exchange.request_complete:
+            # The listener refers to the exchange: drop the cycle now, so both are
+            # freed by reference counting rather than left to the garbage collector.
+            exchange.listener = None
         if not exchange.keep_alive:
             self.close()
             return
@@ -588,6 +652,7 @@ class HTTPConnection(asyncio.Protocol):
         self._timer = self.server.loop.call_later(delay, callback)
 
     def _cancel_timer(self) -> None:
+        self._timer_is_idle = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -696,9 +761,6 @@ class ConnectionServer:
     def connection_closed(self, connection: HTTPConnection) -> None:
         self._connections.discard(connection)
         self._socket_released()
-
-    def exchange_started(self, exchange: Exchange) -> None:
-        self.in_flight += 1
 
     def exchange_ended(self, exchange: Exchange, *, served: bool) -> None:
         self.in_flight -= 1

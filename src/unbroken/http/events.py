@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from unbroken.http.errors import HTTPError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
-    """A complete request line and header block, already checked against every limit."""
+    """A complete request line and header block, already checked against every limit.
+
+    Not frozen only because a frozen dataclass pays `object.__setattr__` per field on
+    every request; nothing writes to it after the parser. Header names are lowercased
+    (as in h11 and ASGI), so no consumer lowers them again.
+    """
 
     method: bytes
     target: bytes
@@ -23,10 +28,11 @@ class RequestHead:
     expect_continue: bool
     content_length: int | None
     chunked: bool
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
+    # Noted while parsing so the per-request path need not scan the headers again:
+    # the Upgrade field's value, and whether any X-Forwarded-* field came.
+    upgrade: bytes | None = None
+    forwarded: bool = False
+    has_body: bool = False  # chunked, or a Content-Length above 0 (the parser says which)
 
 
 @dataclass(frozen=True, slots=True)

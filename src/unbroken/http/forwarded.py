@@ -40,6 +40,18 @@ class TrustedProxies:
             return True  # a unix socket (rule 3)
         if self.everyone:
             return True
+        # Asked once per connection, mostly about the same few proxies: remember the
+        # answer per host string (bounded, so many distinct clients cannot grow it).
+        host = peername[0]
+        known = _TRUST_CACHE.get((self, host))
+        if known is None:
+            known = self._judge(peername)
+            if len(_TRUST_CACHE) >= _TRUST_CACHE_LIMIT:
+                _TRUST_CACHE.clear()
+            _TRUST_CACHE[(self, host)] = known
+        return known
+
+    def _judge(self, peername: tuple[Any, ...]) -> bool:
         try:
             address = ipaddress.ip_address(str(peername[0]).partition("%")[0])
         except ValueError:
@@ -47,6 +59,10 @@ class TrustedProxies:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket sees ::ffff:a.b.c.d
         return any(address in network for network in self.networks)
+
+
+_TRUST_CACHE: dict[tuple[TrustedProxies, Any], bool] = {}
+_TRUST_CACHE_LIMIT = 4096
 
 
 def parse_trusted_proxies(text: str) -> TrustedProxies:
@@ -80,7 +96,7 @@ def read_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> Forwarded:
     values: dict[bytes, bytes] = {}
     for name, value in headers:
         lowered = name.lower()
-        if lowered in _NAMES and lowered not in values:
+        if lowered in FORWARDED_FIELDS and lowered not in values:
             values[lowered] = value  # the first field line holds the first element
     if not values:
         return NOT_FORWARDED
@@ -91,7 +107,7 @@ def read_forwarded(headers: Iterable[tuple[bytes, bytes]]) -> Forwarded:
     )
 
 
-_NAMES = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 
 
 def _first(value: bytes | None) -> str:

@@ -39,8 +39,13 @@ from unbroken.http.events import (
     RequestHead,
     RequestRejected,
 )
+from unbroken.http.forwarded import FORWARDED_FIELDS
 
 KIB = 1024
+# Fields the parser looks at; every other field is only stored. One set lookup per
+# field keeps the common path to a lower() and an append.
+_NOTED_FIELDS = rules.SINGLETON_FIELDS | FORWARDED_FIELDS | {
+    b"transfer-encoding", b"expect", b"upgrade"}
 # Blank lines tolerated before a request line (RFC 9112 §2.2 allows "at least one").
 MAX_LEADING_BLANK_BYTES = 64
 
@@ -68,7 +73,6 @@ class Phase(enum.Enum):
 class MessageState:
     """What we know about the message being parsed; replaced for each message."""
 
-    in_message: bool = False
     head_done: bool = False
     line_length: int = 0
     lines: int = 0
@@ -76,10 +80,12 @@ class MessageState:
     block_bytes: int = 0
     target: list[bytes] = field(default_factory=list)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    counts: dict[bytes, int] = field(default_factory=dict)
+    counts: dict[bytes, int] = field(default_factory=dict)  # of SINGLETON_FIELDS only
     content_length: int | None = None
     chunked: bool = False
     expect: bytes | None = None
+    upgrade: bytes | None = None
+    forwarded: bool = False
     keep_alive: bool = False
     remaining: int = 0
     body_bytes: int = 0
@@ -107,6 +113,9 @@ class RequestParser:
         self._events = events = list[Event]()
         position, end = 0, len(data)
         try:
+            message = self._m
+            if self.phase is Phase.HEAD and not (message.lines or message.line_length):
+                position = self._feed_whole_head(data, 0) or 0
             while position < end:
                 if self.phase is Phase.HEAD:
                     position = self._feed_head(data, position)
@@ -126,7 +135,10 @@ class RequestParser:
         if stop <= start:
             return
         try:
-            self._http.feed_data(memoryview(data)[start:stop])
+            if start == 0 and stop == len(data):
+                self._http.feed_data(data)
+            else:
+                self._http.feed_data(memoryview(data)[start:stop])
         except httptools.HttpParserUpgrade:
             # CONNECT or Upgrade: we never switch protocols, so the message ends
             # here and the connection closes after the response (see on_headers_complete).
@@ -143,8 +155,8 @@ class RequestParser:
 
     def _feed_head(self, data: bytes, start: int) -> int:
         """Scan lines up to the blank line, judging limits before llhttp sees a byte."""
-        if self._m.lines == 0 and self._m.line_length == 0:
-            whole = self._feed_whole_head(data, start)
+        if start and self._m.lines == 0 and self._m.line_length == 0:
+            whole = self._feed_whole_head(data, start)  # a pipelined request
             if whole is not None:
                 return whole
         cursor, end = start, len(data)
@@ -267,26 +279,33 @@ class RequestParser:
 
     # ------------------------------------------------ llhttp callbacks (httptools)
 
-    def on_message_begin(self) -> None:
-        self._m.in_message = True
-
     def on_url(self, url: bytes) -> None:
         self._m.target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._m.head_done:
+        message = self._m
+        if message.head_done:
             self._on_trailer(name, value)
             return
-        lowered = name.lower()
-        self._m.counts[lowered] = self._m.counts.get(lowered, 0) + 1
-        if lowered == b"transfer-encoding":
+        name = name.lower()
+        if name in _NOTED_FIELDS:
+            self._note_field(message, name, value)
+        message.headers.append((name, value))
+
+    def _note_field(self, message: MessageState, name: bytes, value: bytes) -> None:
+        if name in rules.SINGLETON_FIELDS:
+            message.counts[name] = message.counts.get(name, 0) + 1
+        if name == b"transfer-encoding":
             rules.check_transfer_encoding(value)
-            self._m.chunked = True
-        elif lowered == b"content-length":
-            self._m.content_length = int(value)
-        elif lowered == b"expect":
-            self._m.expect = value
-        self._m.headers.append((name, value))
+            message.chunked = True
+        elif name == b"content-length":
+            message.content_length = int(value)
+        elif name == b"expect":
+            message.expect = value
+        elif name == b"upgrade":
+            message.upgrade = value.lower()
+        elif name in FORWARDED_FIELDS:
+            message.forwarded = True
 
     def _on_trailer(self, name: bytes, value: bytes) -> None:
         rules.check_trailer(name)
@@ -297,32 +316,38 @@ class RequestParser:
             raise HeaderFieldsTooLarge("trailer field too large")
 
     def on_headers_complete(self) -> None:
-        self._m.head_done = True
+        message = self._m
+        message.head_done = True
         self._heads_parsed += 1
         http = self._http
         method: bytes = http.get_method()
-        target = b"".join(self._m.target)
+        target = message.target[0] if len(message.target) == 1 else b"".join(message.target)
         version: str = http.get_http_version()
-        rules.check_version(version, self._m.chunked)
-        rules.check_target(method, target)
-        rules.check_singletons(self._m.counts, version)
-        expect_continue = rules.expects_continue(self._m.expect, version)
-        self._check_declared_size()
+        # The checks below are rules.py's; each is called only when its cheap
+        # common-case test (HTTP/1.1, origin-form, one Host, nothing else) fails.
+        if version != "1.1" or message.chunked:
+            rules.check_version(version, message.chunked)
+        if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
+            rules.check_target(method, target)
+        counts = message.counts
+        if len(counts) != 1 or counts.get(b"host") != 1:
+            rules.check_singletons(counts, version)
+        expect_continue = False
+        if message.expect is not None:
+            expect_continue = rules.expects_continue(message.expect, version)
+        if message.content_length is not None:
+            self._check_declared_size()
         upgrade = bool(http.should_upgrade())
         keep_alive = bool(http.should_keep_alive()) and not upgrade
-        self._m.keep_alive = keep_alive
+        message.keep_alive = keep_alive
         self._events.append(
             RequestHead(
-                method=method,
-                target=target,
-                version=version,
-                headers=self._m.headers,
-                keep_alive=keep_alive,
-                expect_continue=expect_continue and not upgrade,
-                content_length=self._m.content_length,
-                chunked=self._m.chunked,
+                method, target, version, message.headers, keep_alive,
+                expect_continue and not upgrade, message.content_length, message.chunked,
+                message.upgrade, message.forwarded,
+                message.chunked or bool(message.content_length),
             )
-        )
+        )  # fmt: skip
         self._enter_body_phase(upgrade)
 
     def _check_declared_size(self) -> None:
@@ -360,5 +385,8 @@ class RequestParser:
     @property
     def in_head(self) -> bool:
         """True while some bytes of a request head have arrived but not all."""
-        return self.phase is Phase.HEAD and (self._m.in_message or self._m.line_length > 0
-                                             or self._m.leading_bytes > 0)
+        # Every head byte passes our line scanner before llhttp sees it (a whole head
+        # given at once is parsed to its end), so its counters tell; no on_message_begin.
+        message = self._m
+        return self.phase is Phase.HEAD and bool(
+            message.lines or message.line_length or message.leading_bytes)

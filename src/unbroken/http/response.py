@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -35,9 +36,12 @@ class Framing(enum.Enum):
     NONE = "no body"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponsePlan:
-    """A response head ready to send, and how its body must be framed."""
+    """A response head ready to send, and how its body must be framed.
+
+    Not frozen: a frozen dataclass pays `object.__setattr__` per field, per response.
+    """
 
     status: int
     head: bytes  # status line and fields, each ending in CRLF; no blank line yet
@@ -64,27 +68,65 @@ class DateCache:
         return cached[1]
 
 
-def check_field(name: bytes, value: bytes) -> None:
-    if not _TOKEN.match(name):
-        raise ResponseHeaderError(f"invalid response header name {name[:60]!r}")
-    if _FORBIDDEN_VALUE_BYTES.search(value):
-        raise ResponseHeaderError(f"CR, LF or NUL in response header {name[:60]!r}")
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 def status_line(status: int, reason: bytes) -> bytes:
-    if not 100 <= status <= 999 or _FORBIDDEN_VALUE_BYTES.search(reason):
-        raise ResponseHeaderError(f"invalid status {status} {reason[:60]!r}")
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        if not 100 <= status <= 999 or _FORBIDDEN_VALUE_BYTES.search(reason):
+            raise ResponseHeaderError(f"invalid status {status} {reason[:60]!r}")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < _CACHE_LIMIT:
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 def body_allowed(status: int, request_method: bytes) -> bool:
     return request_method != b"HEAD" and status >= 200 and status not in (204, 304)
 
 
+class _Role(enum.Enum):
+    """What a response field name means to the server."""
+
+    PLAIN = 0
+    HOP_BY_HOP = 1  # dropped: the server writes its own framing and Connection
+    CONNECTION = 2  # dropped too, but `close` in it is obeyed
+    CONTENT_LENGTH = 3
+    DATE = 4
+
+
+# Names repeat across responses (content-type, content-length...): each is validated
+# and classified once, then looked up. Bounded, so random names cannot grow it.
+_CACHE_LIMIT = 1024
+_ROLES: dict[bytes, _Role] = {}
+
+
+def _role(name: bytes) -> _Role:
+    role = _ROLES.get(name)
+    if role is None:
+        if not _TOKEN.match(name):
+            raise ResponseHeaderError(f"invalid response header name {name[:60]!r}")
+        lowered = name.lower()
+        if lowered == b"connection":
+            role = _Role.CONNECTION
+        elif lowered in HOP_BY_HOP:
+            role = _Role.HOP_BY_HOP
+        elif lowered == b"content-length":
+            role = _Role.CONTENT_LENGTH
+        elif lowered == b"date":
+            role = _Role.DATE
+        else:
+            role = _Role.PLAIN
+        if len(_ROLES) < _CACHE_LIMIT:
+            _ROLES[name] = role
+    return role
+
+
 def plan_response(
     status: int,
     reason: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]],
     *,
     request_method: bytes,
     request_version: str,
@@ -95,35 +137,58 @@ def plan_response(
 
     `length_hint` is the body length when the server knows it (a list body, a
     file) and the application did not say; it becomes a Content-Length field.
+    Values are checked for CR, LF and NUL once, on the joined head: every line we
+    write ends in exactly one CRLF, so any other CR or LF came from a value.
     """
     parts = [status_line(status, reason)]
     content_length: int | None = None
     must_close = False
     has_date = False
+    roles = _ROLES
     for name, value in headers:
-        check_field(name, value)
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP:
-            must_close = must_close or (lowered == b"connection" and b"close" in value.lower())
-            continue
-        if lowered == b"content-length":
-            content_length = _parse_length(value)
-        has_date = has_date or lowered == b"date"
-        parts.append(b"%s: %s\r\n" % (name, value))
+        role = roles.get(name) or _role(name)
+        if role is _Role.PLAIN:
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif role is _Role.CONTENT_LENGTH:
+            if not value.isdigit():
+                raise ResponseHeaderError(f"invalid Content-Length {value[:40]!r}")
+            content_length = int(value)
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif role is _Role.DATE:
+            has_date = True
+            parts.append(b"%s: %s\r\n" % (name, value))
+        elif role is _Role.CONNECTION:
+            _check_value(name, value)
+            must_close = must_close or b"close" in value.lower()
     if not has_date:
         parts.append(date_field)
-    framing, extra = _framing(status, request_method, request_version, content_length, length_hint)
-    if extra:
-        parts.append(extra)
-    if framing is Framing.LENGTH and content_length is None:
-        content_length = length_hint
-    return ResponsePlan(
-        status=status,
-        head=b"".join(parts),
-        framing=framing,
-        content_length=content_length,
-        must_close=must_close or framing is Framing.CLOSE,
-    )
+    if status == 200 and request_method != b"HEAD" and (
+            content_length is not None or length_hint is not None):
+        framing = Framing.LENGTH  # the usual cases, decided without _framing's branches
+        if content_length is None and length_hint is not None:
+            parts.append(b"content-length: %d\r\n" % length_hint)
+            content_length = length_hint
+    else:
+        framing, extra = _framing(
+            status, request_method, request_version, content_length, length_hint)
+        if extra:
+            parts.append(extra)
+        if framing is Framing.LENGTH and content_length is None:
+            content_length = length_hint
+    head = b"".join(parts)
+    lines = len(parts)
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        for line in parts:
+            if line.count(b"\n") != 1 or line.count(b"\r") != 1 or b"\0" in line:
+                name = line.split(b":", 1)[0]
+                raise ResponseHeaderError(f"CR, LF or NUL in response header {name[:60]!r}")
+    return ResponsePlan(status, head, framing, content_length,
+                        must_close or framing is Framing.CLOSE)
+
+
+def _check_value(name: bytes, value: bytes) -> None:
+    if _FORBIDDEN_VALUE_BYTES.search(value):
+        raise ResponseHeaderError(f"CR, LF or NUL in response header {name[:60]!r}")
 
 
 def _framing(
@@ -150,12 +215,6 @@ def _framing(
 
 def _no_body_for_head(request_method: bytes, framing: Framing) -> Framing:
     return Framing.NONE if request_method == b"HEAD" else framing
-
-
-def _parse_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise ResponseHeaderError(f"invalid Content-Length {value[:40]!r}")
-    return int(value)
 
 
 def error_response(status: int, phrase: str, date_field: bytes) -> bytes:

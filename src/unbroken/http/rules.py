@@ -57,9 +57,12 @@ def check_target(method: bytes, target: bytes) -> None:
 
 
 def check_singletons(counts: dict[bytes, int], version: str) -> None:
-    """Duplicate Host or Content-Type is ambiguous; HTTP/1.1 requires Host."""
-    for name in SINGLETON_FIELDS:
-        if counts.get(name, 0) > 1:
+    """Duplicate Host or Content-Type is ambiguous; HTTP/1.1 requires Host.
+
+    `counts` holds how often each of SINGLETON_FIELDS came (others may be absent).
+    """
+    for name, count in counts.items():
+        if count > 1 and name in SINGLETON_FIELDS:
             raise BadRequest(f"duplicate {name.decode()} header")
     if version == "1.1" and not counts.get(b"host"):
         raise BadRequest("missing Host header")

@@ -18,6 +18,11 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status is not None and 100 <= status < 600 else NO_RESPONSE
 
 
+# Every response is counted: look the class up instead of formatting it each time.
+_CLASSES: dict[int | None, str] = {code: status_class(code) for code in range(100, 600)}
+_CLASSES[None] = NO_RESPONSE
+
+
 class ResponseStats:
     """Written only by the engine's loop thread, read by the heartbeat on that loop."""
 
@@ -27,7 +32,7 @@ class ResponseStats:
         self.latency_sum = 0.0
 
     def observe(self, status: int | None, seconds: float) -> None:
-        key = status_class(status)
+        key = _CLASSES.get(status) or status_class(status)
         self.statuses[key] = self.statuses.get(key, 0) + 1
         self.latency_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds

@@ -125,15 +125,24 @@ def test_head_fields() -> None:
         b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
     )
     assert head.method == b"PUT" and head.version == "1.1"
-    assert head.headers == [
-        (b"Host", b"a"),
-        (b"Expect", b"100-continue"),
-        (b"Content-Length", b"3"),
+    assert head.headers == [  # names lowercased, values as sent
+        (b"host", b"a"),
+        (b"expect", b"100-continue"),
+        (b"content-length", b"3"),
     ]
     assert head.expect_continue and head.keep_alive and head.content_length == 3
     assert not head_of(b"GET / HTTP/1.0\r\n\r\n").keep_alive
     assert not head_of(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive
     assert head_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").chunked
+
+
+def test_noted_fields() -> None:
+    head = head_of(
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: upgrade\r\n\r\n"
+    )
+    assert head.upgrade == b"websocket" and not head.forwarded
+    head = head_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n")
+    assert head.forwarded and head.upgrade is None
 
 
 def test_upgrade_requests_are_served_then_closed() -> None:

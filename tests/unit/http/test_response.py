@@ -1,0 +1,65 @@
+"""plan_response: framing decisions and the checks that keep an app from splitting a response."""
+
+from __future__ import annotations
+
+import pytest
+
+from unbroken.http.errors import ResponseHeaderError
+from unbroken.http.response import Framing, plan_response
+
+DATE = b"date: Mon, 23 Nov 2026 22:00:00 GMT\r\n"
+
+
+def plan(status: int = 200, headers: object = (), method: bytes = b"GET",
+         version: str = "1.1", hint: int | None = None):  # type: ignore[no-untyped-def]
+    return plan_response(status, b"OK", headers,  # type: ignore[arg-type]
+                         request_method=method, request_version=version,
+                         date_field=DATE, length_hint=hint)
+
+
+def test_known_length_becomes_content_length() -> None:
+    result = plan(headers=[(b"Content-Type", b"text/plain")], hint=5)
+    assert result.framing is Framing.LENGTH and result.content_length == 5
+    assert result.head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + DATE
+                           + b"content-length: 5\r\n")
+
+
+def test_framing_choices() -> None:
+    assert plan().framing is Framing.CHUNKED
+    assert plan(version="1.0").framing is Framing.CLOSE and plan(version="1.0").must_close
+    assert plan(method=b"HEAD", hint=5).framing is Framing.NONE
+    assert plan(status=204).framing is Framing.NONE
+    assert plan(status=404, hint=3).framing is Framing.LENGTH
+    declared = plan(headers=[(b"content-length", b"7")], hint=3)
+    assert declared.content_length == 7 and declared.head.count(b"content-length") == 1
+
+
+def test_server_owned_fields_are_dropped_and_date_kept() -> None:
+    result = plan(headers=[(b"Connection", b"close"), (b"Transfer-Encoding", b"chunked"),
+                           (b"Date", b"yesterday")], hint=0)
+    assert result.must_close
+    assert b"onnection" not in result.head and b"chunked" not in result.head
+    assert b"Date: yesterday\r\n" in result.head and DATE not in result.head
+
+
+@pytest.mark.parametrize("value", [b"a\r\nSet-Cookie: x=y", b"a\nb", b"a\rb", b"a\x00b"])
+def test_control_bytes_in_a_value_are_refused(value: bytes) -> None:
+    with pytest.raises(ResponseHeaderError, match="X-Evil"):
+        plan(headers=[(b"X-Evil", value)], hint=0)
+    # Also when the headers come as a one-shot iterable (ASGI allows any iterable).
+    with pytest.raises(ResponseHeaderError):
+        plan(headers=iter([(b"X-Evil", value)]), hint=0)
+
+
+@pytest.mark.parametrize("name", [b"X Evil", b"X:Evil", b"", b"X\r\nEvil"])
+def test_bad_names_are_refused(name: bytes) -> None:
+    with pytest.raises(ResponseHeaderError):
+        plan(headers=[(name, b"v")], hint=0)
+
+
+def test_bad_status_or_length_is_refused() -> None:
+    with pytest.raises(ResponseHeaderError):
+        plan_response(200, b"OK\r\nX: y", [], request_method=b"GET", request_version="1.1",
+                      date_field=DATE)
+    with pytest.raises(ResponseHeaderError):
+        plan(headers=[(b"Content-Length", b"-1")])
