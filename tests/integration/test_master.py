@@ -107,10 +107,14 @@ def test_max_requests_recycles_workers_without_failures(service_factory: Any) ->
     service = service_factory("--max-requests", "100", "--max-requests-jitter", "20")
     service.wait_serving()
     first = set(service.worker_pids())
-    with Load(service.address, clients=4, keep_alive=True, duration=60,
-              max_requests=1500) as load:
+    # New-connection clients too: keep-alive ones alone may all land on one worker,
+    # and the other would never reach its --max-requests.
+    with Load(service.address, clients=2, keep_alive=True, duration=60,
+              max_requests=1500) as kept, Load(service.address, clients=2,
+                                                keep_alive=False, duration=60,
+                                                max_requests=1500) as fresh:
         wait_until(lambda: not first & set(service.worker_pids()), timeout=30)
-    samples = load.wait()
+    samples = kept.wait() + fresh.wait()
     summary = summarize(samples)
     assert summary.failures == 0, (summary, service.output()[-2000:])
 

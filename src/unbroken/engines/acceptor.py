@@ -22,9 +22,11 @@ error_log = logging.getLogger("unbroken.error")
 # errno values that mean "the process or the kernel is out of a resource".
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 RESOURCE_BACKOFF_TIMEOUT = 0.5
-# Connections taken per readiness event: enough to empty a burst, small enough
-# that one busy listener cannot starve the requests already in progress.
-ACCEPTS_PER_WAKEUP = 32
+# Connections taken per readiness event. One: every idle sibling is woken by the
+# same event, so taking one and going back to the loop lets a burst of new
+# connections spread over the workers instead of all landing on the first awake
+# (which matters for keep-alive connections, e.g. from nginx, that live long).
+ACCEPTS_PER_WAKEUP = 1
 
 
 class Acceptor:

@@ -35,8 +35,10 @@ class GeventEngine(WSGIEngine):
         super().__init__(app, replace(
             settings, threads=connections,
             max_connections=min(settings.max_connections, connections)), loop)
+        self.inline = False  # every request gets its greenlet, even with one connection
 
     def handle(self, exchange: Exchange) -> ExchangeListener:
         request = WSGIRequest(self, exchange)
+        request.use_pool()
         gevent.spawn(request.run)
         return request

@@ -1,13 +1,22 @@
-"""The WSGI engine: PEP 3333 applications in a thread pool, on the shared core.
+"""The WSGI engine: PEP 3333 applications on the shared core, inline or in threads.
 
 Rules:
-1. The loop thread does all socket I/O and parsing; a request reaches a thread
-   only once its head is complete, so slow clients never hold a thread (the flaw
-   of gunicorn's gthread worker, HTTP-HARDENING.md §5.1).
-2. The common case costs two hops: `executor.submit` there, one
+1. The loop thread does all socket I/O and parsing; a request reaches the app only
+   once its head is complete, so slow clients never hold a thread (the flaw of
+   gunicorn's gthread worker, HTTP-HARDENING.md §5.1).
+2. With `--threads 1` (the default) a request whose body is all here runs *inline*,
+   on the loop thread, when no pool thread is busy: no thread hop, no GIL hand-over,
+   one `transport.write` for a list body. The worker then serves one request at a
+   time as it would with one pool thread, but a busy worker stops accepting, so new
+   connections go to idle siblings, as under gunicorn's sync worker. A response the
+   transport cannot take at once (a stream to a slow reader) and a file to send
+   continue on the pool's thread, as does a request whose body is still arriving;
+   the pool is also what `--threads N` > 1 uses for every request.
+3. In a pool thread the common case costs two hops: `executor.submit` there, one
    `call_soon_threadsafe(exchange.send, plan, body, end=True)` back, and that is
    one `transport.write` of head and body joined.
-3. `close()` on the application's iterable is always called.
+4. `close()` on the application's iterable is always called, on the thread that
+   iterated it last.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -33,7 +42,7 @@ from unbroken.engines.connection import (
 )
 from unbroken.engines.probe import probe_wsgi
 from unbroken.engines.wsgi_environ import base_environ, build_environ
-from unbroken.engines.wsgi_io import FileWrapper, RequestBody, WriteGate
+from unbroken.engines.wsgi_io import NO_BODY, FileWrapper, RequestBody, WriteGate
 from unbroken.http.errors import ResponseHeaderError
 from unbroken.http.response import DateCache, ResponsePlan, plan_response
 
@@ -57,21 +66,39 @@ class WSGIRequest:
         self._engine = engine
         self._exchange = exchange
         self._loop = engine.loop
-        self.gate = WriteGate()
-        self.body = RequestBody(
-            exchange.head.has_body,
-            on_first_read=lambda: self._call_soon(exchange.read_body),
-            on_drained=lambda: self._call_soon(exchange.resume_body),
-        )
+        self._on_loop = False  # running inline: loop work is a plain call, not a hop
+        # Made only for a pool thread (see `use_pool`): an inline request never waits.
+        self._gate: WriteGate | None = None
+        self._paused = False
+        self._lost = False
+        self.body: RequestBody | Any = NO_BODY
+        if exchange.head.has_body:
+            self.body = RequestBody(
+                True,
+                on_first_read=lambda: self._call_soon(exchange.read_body),
+                on_drained=lambda: self._call_soon(exchange.resume_body),
+            )
         self._status: tuple[int, bytes] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_sent = False
+
+    def use_pool(self) -> None:
+        """(loop) Before a pool thread takes over: it waits for room through a gate."""
+        if self._gate is None:
+            self._gate = gate = WriteGate()
+            gate.set_paused(self._paused)
+            if self._lost:
+                gate.connection_lost()
+        self._on_loop = False
 
     def _call_soon(self, callback: Callable[[], None]) -> None:
         self._to_loop(callback)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         """Hand work to the loop thread; a closed loop means the worker is past its drain."""
+        if self._on_loop:
+            callback(*args)
+            return
         try:
             self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:
@@ -80,7 +107,7 @@ class WSGIRequest:
     # ------------------------------------------------ ExchangeListener (loop)
 
     def body_received(self, data: bytes) -> int:
-        return self.body.feed(data)
+        return int(self.body.feed(data))
 
     def body_complete(self) -> None:
         self.body.feed_eof()
@@ -89,14 +116,94 @@ class WSGIRequest:
         self.body.fail(error)
 
     def writing_paused(self) -> None:
-        self.gate.set_paused(True)
+        self._paused = True
+        if self._gate is not None:
+            self._gate.set_paused(True)
 
     def writing_resumed(self) -> None:
-        self.gate.set_paused(False)
+        self._paused = False
+        if self._gate is not None:
+            self._gate.set_paused(False)
 
     def connection_lost(self) -> None:
+        self._lost = True
         self.body.fail(ConnectionResetError("client disconnected"))
-        self.gate.connection_lost()
+        if self._gate is not None:
+            self._gate.connection_lost()
+
+    # ------------------------------------------------------------ loop thread
+
+    def run_inline(self) -> None:
+        """Serve on the loop thread (rule 2); hand over to the pool where that must wait."""
+        engine = self._engine
+        if engine.pool_busy or not self._exchange.request_complete:
+            engine.submit(self)  # keeps one request at a time, in order; bodies may block
+            return
+        self._on_loop = True
+        head = self._exchange.head
+        result: Iterable[bytes] | None = None
+        try:
+            environ = engine.environ_for(self._exchange)
+            environ["wsgi.input"] = self.body
+            result = engine.app(environ, self.start_response)
+            rest = self._respond_inline(result)
+            if rest is not None:
+                engine.submit_rest(self, result, rest)
+                result = None  # the pool thread closes it
+        except ClientGone:
+            pass
+        except Exception:
+            error_log.exception("error handling %s %r", head.method.decode(), head.target)
+            self._fail()
+        finally:
+            self._on_loop = False
+            if result is not None:
+                self._close(result)
+
+    def _respond_inline(self, result: Iterable[bytes]) -> Iterator[bytes] | FileWrapper | None:
+        """Send what the transport takes now; return what a pool thread must finish."""
+        if not self._head_sent and isinstance(result, list | tuple):
+            self._respond_at_once(result)
+            return None
+        if isinstance(result, FileWrapper):
+            return result  # sendfile waits on the loop: only a pool thread can
+        iterator = iter(result)
+        for chunk in iterator:
+            if self._lost:
+                raise ClientGone
+            if not isinstance(chunk, bytes):
+                raise TypeError(f"response body must be bytes, not {type(chunk).__name__}")
+            if chunk:
+                self._send(chunk, end=False)
+                if self._paused:
+                    return iterator  # a slow reader: the rest waits in a pool thread
+        self._send(b"", end=True)
+        return None
+
+    def finish_in_pool(self, result: Iterable[bytes], rest: Iterator[bytes] | FileWrapper) -> None:
+        """(pool thread) Go on with a response that began inline, then close it."""
+        head = self._exchange.head
+        try:
+            if isinstance(rest, FileWrapper):
+                self._respond(rest)
+            else:
+                self._stream(rest)
+        except ClientGone:
+            pass
+        except Exception:
+            error_log.exception("error handling %s %r", head.method.decode(), head.target)
+            try:
+                self._fail()
+            except ClientGone:
+                pass
+        finally:
+            self._close(result)
+
+    @staticmethod
+    def _close(result: Iterable[bytes]) -> None:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
     # ----------------------------------------------------- application thread
 
@@ -109,9 +216,7 @@ class WSGIRequest:
             try:
                 self._respond(result)
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                self._close(result)
         except ClientGone:
             pass
         except Exception:
@@ -189,7 +294,7 @@ class WSGIRequest:
 
     def _stream(self, result: Iterable[bytes], finish: bool = True) -> None:
         for chunk in result:
-            if self.gate.lost:
+            if self._lost:
                 raise ClientGone
             if not isinstance(chunk, bytes):
                 raise TypeError(f"response body must be bytes, not {type(chunk).__name__}")
@@ -203,14 +308,19 @@ class WSGIRequest:
         if not self._head_sent:
             plan = self._plan(length_hint=len(data) if end else None)
             self._head_sent = True
-        self.gate.reserve(len(data))
+        if self._on_loop:
+            self._exchange.send(plan, data, end)  # inline: the transport takes it now
+            return
+        assert self._gate is not None, "use_pool() runs before a pool thread starts"
+        self._gate.reserve(len(data))
         self._to_loop(self._send_on_loop, plan, data, end)
 
     def _send_on_loop(self, plan: ResponsePlan | None, data: bytes, end: bool) -> None:
         try:
             self._exchange.send(plan, data, end)
         finally:
-            self.gate.release(len(data))
+            if self._gate is not None:
+                self._gate.release(len(data))
 
     def _plan(self, length_hint: int | None) -> ResponsePlan:
         if self._status is None:
@@ -288,6 +398,10 @@ class WSGIEngine(CoreCounters):
                             if settings.access_log else None)
         self._server = ConnectionServer(loop, settings, self, self._access_log)
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
+        # Rule 2: with one thread, serve on the loop thread when nothing waits in the pool.
+        self.inline = settings.threads == 1
+        self._submitted = 0  # written by the loop thread only
+        self._finished = 0  # written by the pool's one thread only (when inline is on)
 
     async def startup(self) -> None:
         """WSGI has no startup protocol: importing the app was its startup."""
@@ -316,8 +430,36 @@ class WSGIEngine(CoreCounters):
 
     def handle(self, exchange: Exchange) -> ExchangeListener:
         request = WSGIRequest(self, exchange)
-        self._executor.submit(request.run)
+        if self.inline:
+            # Soon, not now: the core is still routing this request's body events,
+            # and a response sent from here would start the next request re-entrantly.
+            self.loop.call_soon(request.run_inline)
+        else:
+            self.submit(request)
         return request
+
+    @property
+    def pool_busy(self) -> bool:
+        """(loop) A pool thread has a request. One writer each, so no lock: rule 2's
+        inline path exists only with one pool thread."""
+        return self._submitted != self._finished
+
+    def submit(self, request: WSGIRequest) -> None:
+        request.use_pool()
+        self._submitted += 1
+        self._executor.submit(self._in_pool, request.run)
+
+    def submit_rest(self, request: WSGIRequest, result: Iterable[bytes],
+                    rest: Iterator[bytes] | FileWrapper) -> None:
+        request.use_pool()
+        self._submitted += 1
+        self._executor.submit(self._in_pool, request.finish_in_pool, result, rest)
+
+    def _in_pool(self, work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        finally:
+            self._finished += 1
 
     def environ_for(self, exchange: Exchange) -> dict[str, Any]:
         connection = exchange.connection

@@ -113,6 +113,35 @@ class RequestBody:
         return data
 
 
+class EmptyBody:
+    """`wsgi.input` of a request without a body: nothing to wait for, nothing to lock."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    # The loop's side of RequestBody: nothing arrives for a request without a body.
+    def feed(self, data: bytes) -> int:
+        return 0
+
+    def feed_eof(self) -> None:
+        pass
+
+    def fail(self, error: Exception) -> None:
+        pass
+
+
+NO_BODY = EmptyBody()  # stateless, so one serves every request
+
+
 class WriteGate:
     """Holds the app thread back while the loop cannot take more response bytes."""
 

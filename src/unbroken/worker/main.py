@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any, NoReturn
@@ -50,10 +51,13 @@ class Channel:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(True)
+        # The heartbeat thread and the loop both send: one whole line at a time.
+        self._lock = threading.Lock()
 
     def send(self, message: WorkerMessage) -> None:
         try:
-            self.sock.sendall(encode(message))
+            with self._lock:
+                self.sock.sendall(encode(message))
         except OSError:
             _exit_now(WorkerExit.ORPHANED)
 
@@ -152,9 +156,12 @@ class WorkerRuntime:
         self._install_signals()
         self.loop.add_reader(self.channel.sock.fileno(), self._on_master_readable)
         self.channel.send(Ready(boot_seconds=time.monotonic() - started))
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        stop_beating = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop_beating,),
+                                     name="unbroken-heartbeat", daemon=True)
+        heartbeat.start()
         await self.stop_requested.wait()
-        heartbeat.cancel()
+        stop_beating.set()
         await self.engine.drain(time.monotonic() + self.drain_timeout)
 
     def _install_signals(self) -> None:
@@ -180,9 +187,12 @@ class WorkerRuntime:
             self.exit_code = WorkerExit.ORPHANED
             self._drain(ORPHAN_DRAIN_TIMEOUT)
 
-    async def _heartbeat(self) -> None:
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """A thread, not a task: a WSGI request served inline holds the loop (see
+        engines/wsgi.py), and a long one must not look like a hung worker. The
+        counters it reads are plain ints and copies made under the GIL."""
         retired = False
-        while True:
+        while not stop.is_set():
             engine = self.engine
             stats = getattr(engine, "response_stats", None)  # engines without it: defaults
             self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
@@ -192,7 +202,7 @@ class WorkerRuntime:
             if limit and not retired and engine.requests_served >= limit:
                 retired = True
                 self.channel.send(Retire(f"served --max-requests {limit}"))
-            await asyncio.sleep(self.spec.heartbeat_interval)
+            stop.wait(self.spec.heartbeat_interval)
 
 
 def new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
