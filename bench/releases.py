@@ -2,6 +2,9 @@
 
 Each case is a pair of releases (v1 serving, v2 rolled in). The app answers with its
 version first in the body, so the load samples say which release served each request.
+Every release has the same app twice: `app` (WSGI, `/slow` blocks its thread) and
+`asgi_app` (ASGI, `/slow` awaits asyncio.sleep), with one module-level boot delay, so
+WSGI and ASGI servers load the same release at the same cost.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ SLOW_BOOT_SECONDS = 3.0
 APP_TEMPLATE = '''\
 """Bench app, release {version}."""
 
+import asyncio
 import os
 import time
 
@@ -31,6 +35,25 @@ def app(environ, start_response):
     headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
     start_response("200 OK", headers)
     return [body]
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({{"type": "lifespan.startup.complete"}})
+            elif message["type"] == "lifespan.shutdown":
+                await send({{"type": "lifespan.shutdown.complete"}})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "{slow_path}":
+        await asyncio.sleep({slow_seconds})
+    body = f"{{VERSION}} pid={{os.getpid()}}\\n".encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({{"type": "http.response.start", "status": 200, "headers": headers}})
+    await send({{"type": "http.response.body", "body": body}})
 '''
 
 

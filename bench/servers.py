@@ -20,11 +20,37 @@ from releases import Site
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PEERS_VENV = BENCH / ".venv-peers"
-PEER_PINS = {"gunicorn": "27.0.1", "uwsgi": "2.0.31"}
+# The peers and what they need, pinned so every run measures the same code. uvicorn gets
+# uvloop and httptools (its "standard" speed-ups) so it is measured at its best;
+# matplotlib draws the speed suite's chart and lives here, not in unbroken's install.
+# unbroken runs from this venv too (its source from src/, its dependencies from here:
+# httptools, uvloop, rich, wsproto), so every server has the same interpreter and the
+# same site-packages: a fuller environment would cost each of its workers memory.
+PEER_PINS = {
+    "gunicorn": "27.0.1",
+    "uwsgi": "2.0.31",
+    "uvicorn": "0.54.0",
+    "uvloop": "0.23.0",
+    "httptools": "0.9.0",
+    "granian": "2.8.7",
+    "matplotlib": "3.11.2",
+    "rich": "15.0.0",
+    "wsproto": "1.3.2",
+}
+# Every server under comparison. The WSGI ones serve `app`, the ASGI ones `asgi_app`:
+# the same release module, so they all import the same code at the same cost.
+SERVERS = ("unbroken", "gunicorn", "uwsgi", "unbroken-asgi", "uvicorn", "granian")
+UNBROKEN_SERVERS = frozenset({"unbroken", "unbroken-asgi"})
+PEER_SERVERS = frozenset(SERVERS) - UNBROKEN_SERVERS
 WORKERS = 2
-# Threads per worker, the same for all three: unbroken's default of 1 would let the two
-# slow clients hold both workers and stall every fast request behind them.
+# Threads per worker for the WSGI servers, the same for all three: unbroken's default of
+# 1 would let the two slow clients hold both workers and stall every fast request behind
+# them. The ASGI servers need none: a slow request awaits, it does not hold a thread.
 THREADS = 4
+# unbroken's default --reload-surge (see `unbroken serve --help`): 0 boots the whole new
+# generation before the old one drains, which is a surge of WORKERS. The bench leaves it
+# at the default, so the goal's wall-time bound is computed from it.
+UNBROKEN_DEFAULT_SURGE = 0
 STOP_TIMEOUT = 5.0
 UNBROKEN_RELOAD_TIMEOUT = 60.0
 # Run the CLI from this checkout even when it is not installed.
@@ -58,7 +84,7 @@ def installed_peer_versions() -> dict[str, str]:
 
 
 def ensure_peers() -> None:
-    """Create bench/.venv-peers with the pinned gunicorn and uWSGI unless already there."""
+    """Create bench/.venv-peers with the pinned peers unless they are already there."""
     if installed_peer_versions() == PEER_PINS:
         return
     print(f"installing {PEER_PINS} into {PEERS_VENV} (uWSGI compiles; a minute or two)")
@@ -74,7 +100,11 @@ def unbroken_env() -> dict[str, str]:
 
 
 def unbroken_argv() -> list[str]:
-    """The `unbroken` command: the installed script, else this checkout's CLI."""
+    """The `unbroken` command: this checkout's CLI run by the peers' venv Python (see
+    PEER_PINS), else by the installed script or this Python (the smoke test, no venv)."""
+    venv_python = peers_bin("python")
+    if installed_peer_versions() == PEER_PINS:
+        return [str(venv_python), "-c", UNBROKEN_ENTRY]
     script = shutil.which("unbroken")
     return [script] if script else [sys.executable, "-c", UNBROKEN_ENTRY]
 
@@ -95,7 +125,12 @@ def unbroken_missing() -> str | None:
 
 
 def server_argv(server: str, site: Site, port: int) -> list[str]:
-    """The command line that serves `app:app` from site/current on 127.0.0.1:port."""
+    """The command line that serves the app from site/current on 127.0.0.1:port.
+
+    Each server is pointed at the `current` symlink path, never at the release it
+    resolves to now, and each resolves it again when a reload starts new workers
+    (checked in their sources; see bench/README.md), so a reload imports v2.
+    """
     bind = f"127.0.0.1:{port}"
     current = str(site.current)
     if server == "unbroken":
@@ -103,6 +138,31 @@ def server_argv(server: str, site: Site, port: int) -> list[str]:
             *unbroken_argv(), "serve", "app:app", "--chdir", current, "-b", bind,
             "-w", str(WORKERS), "--threads", str(THREADS),
             "--control", str(site.control_socket),
+        ]  # fmt: skip
+    if server == "unbroken-asgi":
+        return [
+            *unbroken_argv(), "serve", "app:asgi_app", "-k", "asgi", "--chdir", current,
+            "-b", bind, "-w", str(WORKERS), "--control", str(site.control_socket),
+        ]  # fmt: skip
+    if server == "uvicorn":
+        # --app-dir puts the symlink path itself on sys.path; each worker is a fresh
+        # spawned interpreter that imports the app through it, so a SIGHUP restart
+        # imports whatever `current` points at then.
+        return [
+            str(peers_bin("uvicorn")), "app:asgi_app", "--app-dir", current,
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        ]  # fmt: skip
+    if server == "granian":
+        # --working-dir is resolved (Path.resolve) by each new worker before it imports
+        # the app, so a worker started by SIGHUP imports the release `current` points
+        # at then. Access log is off by default. --respawn-interval stays at its
+        # default of 3.5 s: how long a reload waits after starting a new worker before
+        # stopping the old one (a fixed sleep, not a readiness check).
+        return [
+            str(peers_bin("granian")), "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(WORKERS), "--loop", "uvloop",
+            "--working-dir", current, "app:asgi_app",
         ]  # fmt: skip
     if server == "gunicorn":
         return [
@@ -126,7 +186,7 @@ def server_argv(server: str, site: Site, port: int) -> list[str]:
 
 def start_server(server: str, site: Site, port: int) -> subprocess.Popen[bytes]:
     """Start a server in a new session with its output in site/<server>.log."""
-    env = unbroken_env() if server == "unbroken" else dict(os.environ)
+    env = unbroken_env() if server in UNBROKEN_SERVERS else dict(os.environ)
     with site.log(server).open("ab") as log:
         return subprocess.Popen(
             server_argv(server, site, port),
@@ -140,10 +200,14 @@ def trigger_reload(server: str, master: subprocess.Popen[bytes], site: Site) -> 
 
     unbroken's `reload` blocks until the rollout is decided, so it reports its own
     wall time; the peers only accept the request and the caller watches traffic.
+    uvicorn's and granian's masters queue SIGHUP and act on it in their main loop:
+    uvicorn replaces one worker at a time, each new one ready (health-checked) before
+    the old one gets SIGTERM; granian starts a new worker, sleeps --respawn-interval,
+    then stops the old one, one worker at a time.
     """
-    if server == "unbroken":
+    if server in UNBROKEN_SERVERS:
         return _unbroken_reload(site)
-    if server == "gunicorn":
+    if server in ("gunicorn", "uvicorn", "granian"):
         os.kill(master.pid, signal.SIGHUP)
         return ReloadResult(None, "HUP")
     if server == "uwsgi":

@@ -27,6 +27,12 @@ RESOURCE_BACKOFF_TIMEOUT = 0.5
 # connections spread over the workers instead of all landing on the first awake
 # (which matters for keep-alive connections, e.g. from nginx, that live long).
 ACCEPTS_PER_WAKEUP = 1
+# A worker whose threads are all busy waits this long before taking a connection, so an
+# idle sibling, woken by the same event, takes it first; if every worker is busy, the
+# connection is still taken (by the first to come back), only a little later. Without
+# it, long keep-alive connections pile onto whichever worker woke first and sit
+# behind its busy threads while a sibling's threads idle.
+BUSY_ACCEPT_DELAY = 0.005
 
 
 class Acceptor:
@@ -38,11 +44,14 @@ class Acceptor:
         listener: socket.socket,
         on_accepted: Callable[[socket.socket], None],
         may_accept: Callable[[], bool],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._loop = loop
         self._listener = listener
         self._on_accepted = on_accepted
         self._may_accept = may_accept
+        self._busy = busy
+        self._deferred = False  # this wake-up already waited BUSY_ACCEPT_DELAY
         self._watching = False
         self._stopped = False
         self._backoff: asyncio.TimerHandle | None = None
@@ -71,6 +80,11 @@ class Acceptor:
             self._backoff = None
 
     def _accept_ready(self) -> None:
+        if self._busy() and not self._deferred:
+            self.pause()
+            self._backoff = self._loop.call_later(BUSY_ACCEPT_DELAY, self._end_delay)
+            return
+        self._deferred = False
         for _ in range(ACCEPTS_PER_WAKEUP):
             if not self._may_accept():
                 self.pause()
@@ -101,3 +115,7 @@ class Acceptor:
     def _end_backoff(self) -> None:
         self._backoff = None
         self.resume()
+
+    def _end_delay(self) -> None:
+        self._deferred = True  # the next wake-up accepts, busy or not
+        self._end_backoff()

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from unbroken.engines import EngineSettings
 from unbroken.engines.access_log import AccessLog
 from unbroken.engines.asgi_http import ASGIApp, HTTPCycle
 from unbroken.engines.asgi_lifespan import Lifespan
 from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websocket_scope
-from unbroken.engines.asgi_websocket import WebSocketSession
 from unbroken.engines.connection import (
     ConnectionServer,
     CoreCounters,
@@ -33,6 +33,9 @@ from unbroken.engines.connection import (
     ExchangeListener,
 )
 from unbroken.engines.probe import probe_asgi
+
+if TYPE_CHECKING:
+    from unbroken.engines.asgi_websocket import WebSocketSession
 
 SHUTDOWN_MIN_TIMEOUT = 1.0
 CANCEL_TIMEOUT = 0.2
@@ -91,6 +94,10 @@ class ASGIEngine(CoreCounters):
         scheme, state = self.settings.url_scheme, self.lifespan.state
         listener: HTTPCycle | WebSocketSession
         if exchange.head.upgrade is not None and is_websocket_upgrade(exchange):
+            # Imported at the first WebSocket: wsproto and h11 cost a worker that never
+            # sees one about a megabyte.
+            from unbroken.engines.asgi_websocket import WebSocketSession
+
             listener = WebSocketSession(exchange, self.loop)
             scope = websocket_scope(exchange, scheme, state, listener.subprotocols)
         else:

@@ -693,6 +693,8 @@ class ConnectionServer:
         self.trusted_proxies = parse_trusted_proxies(settings.forwarded_allow_ips)
         self.requests_served = 0
         self.in_flight = 0
+        # Requests the engine runs at once (its threads), if bounded: see Acceptor's busy.
+        self.capacity: int | None = None
         self.response_stats = ResponseStats()  # status classes and latency, for metrics
         self.draining = False
         self._dates = DateCache()
@@ -713,13 +715,18 @@ class ConnectionServer:
     def start(self, listeners: list[socket.socket]) -> None:
         """Begin accepting; returns at once (the loop does the rest)."""
         for listener in listeners:
-            acceptor = Acceptor(self.loop, listener, self._accepted_socket, self._may_accept)
+            acceptor = Acceptor(self.loop, listener, self._accepted_socket, self._may_accept,
+                                self._busy)
             self._acceptors.append(acceptor)
             acceptor.resume()
 
     def stop_accepting(self) -> None:
         for acceptor in self._acceptors:
             acceptor.stop()
+
+    def _busy(self) -> bool:
+        """Every thread has a request: let an idle sibling take new connections first."""
+        return self.capacity is not None and self.in_flight >= self.capacity
 
     def _may_accept(self) -> bool:
         return not self.draining and self._accepted < self.settings.max_connections

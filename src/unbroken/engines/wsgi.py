@@ -397,6 +397,7 @@ class WSGIEngine(CoreCounters):
         self._access_log = (AccessLog(settings.access_log, settings.access_log_format)
                             if settings.access_log else None)
         self._server = ConnectionServer(loop, settings, self, self._access_log)
+        self._server.capacity = settings.threads
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
         # Rule 2: with one thread, serve on the loop thread when nothing waits in the pool.
         self.inline = settings.threads == 1

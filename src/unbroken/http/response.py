@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import formatdate
 
 from unbroken.http.errors import ResponseHeaderError
 
@@ -63,12 +63,24 @@ class DateCache:
         second = int(now)
         cached = self._cached
         if cached[0] != second:
-            line = b"date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+            line = b"date: " + http_date(second).encode("ascii") + b"\r\n"
             cached = self._cached = (second, line)
         return cached[1]
 
 
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """IMF-fixdate (RFC 9110 §5.6.7), in English whatever the locale; email.utils
+    would do it too, but importing the email package costs every worker memory."""
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def status_line(status: int, reason: bytes) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unbroken.http.errors import ResponseHeaderError
-from unbroken.http.response import Framing, plan_response
+from unbroken.http.response import Framing, http_date, plan_response
 
 DATE = b"date: Mon, 23 Nov 2026 22:00:00 GMT\r\n"
 
@@ -63,3 +63,10 @@ def test_bad_status_or_length_is_refused() -> None:
                       date_field=DATE)
     with pytest.raises(ResponseHeaderError):
         plan(headers=[(b"Content-Length", b"-1")])
+
+
+def test_http_date_matches_the_email_package() -> None:
+    from email.utils import formatdate
+
+    for seconds in (0, 951782400, 1795000000, 4102444799, 1700000000):
+        assert http_date(seconds) == formatdate(seconds, usegmt=True)
