@@ -58,6 +58,10 @@ class Acceptor:
         # Non-blocking is a flag on the shared open file description; the master
         # never calls accept(), and siblings want it non-blocking too.
         listener.setblocking(False)
+        # socket.accept() converts family and type to enums for every connection;
+        # _accept() and these plain ints make the same socket object for less.
+        self._family = int(listener.family)
+        self._type = int(listener.type)
 
     def resume(self) -> None:
         """Watch the socket again unless stopped for good or backing off."""
@@ -90,12 +94,13 @@ class Acceptor:
                 self.pause()
                 return
             try:
-                connection, _address = self._listener.accept()
+                fd, _address = self._listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return  # a sibling worker won the race
             except OSError as exc:
                 self._accept_failed(exc)
                 return
+            connection = socket.socket(self._family, self._type, 0, fd)
             connection.setblocking(False)
             self._on_accepted(connection)
 
