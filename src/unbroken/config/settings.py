@@ -74,7 +74,9 @@ class Config:
     )
     threads: int = setting(
         1, "--threads", parse=positive_int,
-        help="Threads per worker running the app, so one slow request does not stop the others.",
+        help="Threads per WSGI worker running the app. 1: the app runs on the worker's event "
+        "loop when nothing else waits (fastest; docs/performance.md). N > 1: every request "
+        "in a pool of N threads, so one slow request does not stop the others.",
     )
     worker_class: str = setting(
         "wsgi", "-k", "--worker-class", parse=worker_class, help="Engine that serves the app."

@@ -27,11 +27,11 @@ RESOURCE_BACKOFF_TIMEOUT = 0.5
 # connections spread over the workers instead of all landing on the first awake
 # (which matters for keep-alive connections, e.g. from nginx, that live long).
 ACCEPTS_PER_WAKEUP = 1
-# A worker whose threads are all busy waits this long before taking a connection, so an
-# idle sibling, woken by the same event, takes it first; if every worker is busy, the
-# connection is still taken (by the first to come back), only a little later. Without
-# it, long keep-alive connections pile onto whichever worker woke first and sit
-# behind its busy threads while a sibling's threads idle.
+# A worker with requests waiting for its threads waits this long before taking a
+# connection, so an idle sibling, woken by the same event, takes it first; if every
+# worker is busy, the connection is still taken (by the first to come back), only a
+# little later. Without it, long keep-alive connections pile onto whichever worker
+# woke first and sit behind its busy threads while a sibling's threads idle.
 BUSY_ACCEPT_DELAY = 0.005
 
 

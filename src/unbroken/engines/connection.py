@@ -725,8 +725,12 @@ class ConnectionServer:
             acceptor.stop()
 
     def _busy(self) -> bool:
-        """Every thread has a request: let an idle sibling take new connections first."""
-        return self.capacity is not None and self.in_flight >= self.capacity
+        """Requests wait for a thread here: let an idle sibling take new connections first.
+
+        More than `capacity`, not as many: a worker whose threads are merely all in use
+        may be free again in microseconds (an inline request is not even started yet
+        when its connection's next event is read), and deferring it costs latency."""
+        return self.capacity is not None and self.in_flight > self.capacity
 
     def _may_accept(self) -> bool:
         return not self.draining and self._accepted < self.settings.max_connections
