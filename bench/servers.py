@@ -6,6 +6,7 @@ by the PID we started: orphaned workers of a master that died go too.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -85,13 +86,14 @@ def installed_peer_versions() -> dict[str, str]:
 
 def ensure_peers() -> None:
     """Create bench/.venv-peers with the pinned peers unless they are already there."""
-    if installed_peer_versions() == PEER_PINS:
+    if _peers_ready():
         return
     print(f"installing {PEER_PINS} into {PEERS_VENV} (uWSGI compiles; a minute or two)")
     subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=120)
     pins = [f"{name}=={version}" for name, version in PEER_PINS.items()]
     pip = [str(peers_bin("python")), "-m", "pip", "install", "--quiet", *pins]
     subprocess.run(pip, check=True, timeout=900)
+    _peers_ready.cache_clear()
 
 
 def unbroken_env() -> dict[str, str]:
@@ -99,12 +101,17 @@ def unbroken_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
+@functools.cache
+def _peers_ready() -> bool:
+    """Asked once per run (it starts a Python); ensure_peers() forgets the answer."""
+    return installed_peer_versions() == PEER_PINS
+
+
 def unbroken_argv() -> list[str]:
     """The `unbroken` command: this checkout's CLI run by the peers' venv Python (see
     PEER_PINS), else by the installed script or this Python (the smoke test, no venv)."""
-    venv_python = peers_bin("python")
-    if installed_peer_versions() == PEER_PINS:
-        return [str(venv_python), "-c", UNBROKEN_ENTRY]
+    if _peers_ready():
+        return [str(peers_bin("python")), "-c", UNBROKEN_ENTRY]
     script = shutil.which("unbroken")
     return [script] if script else [sys.executable, "-c", UNBROKEN_ENTRY]
 

@@ -187,7 +187,7 @@ class Exchange:
             return
         parts: list[bytes] = []
         if plan is not None:
-            self._start_response(plan, parts)
+            parts.append(self._start_response(plan))
         framing = self.plan.framing if self.plan is not None else Framing.NONE
         if data:
             self._append_body(framing, data, parts)
@@ -200,30 +200,19 @@ class Exchange:
 
     def _send_whole(self, plan: ResponsePlan, data: bytes) -> None:
         """The usual response, whole and exactly as long as announced: one write."""
-        self.plan = plan
-        connection = self.connection
-        keep_alive = self.keep_alive = connection.may_keep_alive(self, plan)
-        if not keep_alive:
-            ending = END_CLOSE
-        elif self.head.version == "1.0":
-            ending = END_KEEP_ALIVE_10
-        else:
-            ending = END_HEAD
-        connection.write(b"".join((plan.head, ending, data)))
+        self.connection.write(self._start_response(plan) + data)
         self.body_sent = len(data)
-        self.finished = True
-        connection.exchange_ended(self)
+        self._finish()
 
-    def _start_response(self, plan: ResponsePlan, parts: list[bytes]) -> None:
+    def _start_response(self, plan: ResponsePlan) -> bytes:
+        """Decide keep-alive now (rule 4); return the head with its Connection ending."""
         self.plan = plan
         self.keep_alive = self.connection.may_keep_alive(self, plan)
-        parts.append(plan.head)
         if not self.keep_alive:
-            parts.append(END_CLOSE)
-        elif self.head.version == "1.0":
-            parts.append(END_KEEP_ALIVE_10)
-        else:
-            parts.append(END_HEAD)
+            return plan.head + END_CLOSE
+        if self.head.version == "1.0":
+            return plan.head + END_KEEP_ALIVE_10
+        return plan.head + END_HEAD
 
     def _append_body(self, framing: Framing, data: bytes, parts: list[bytes]) -> None:
         if framing is Framing.NONE:
@@ -672,6 +661,7 @@ class ConnectionServer:
         access_log: AccessLog | None = None,
         *,
         eof_is_disconnect: bool = False,
+        capacity: int | None = None,
     ) -> None:
         self.loop = loop
         # A client's FIN ends its exchange at once (ASGI: the app hears http.disconnect,
@@ -694,7 +684,7 @@ class ConnectionServer:
         self.requests_served = 0
         self.in_flight = 0
         # Requests the engine runs at once (its threads), if bounded: see Acceptor's busy.
-        self.capacity: int | None = None
+        self.capacity = capacity
         self.response_stats = ResponseStats()  # status classes and latency, for metrics
         self.draining = False
         self._dates = DateCache()

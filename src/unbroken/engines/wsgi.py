@@ -140,21 +140,15 @@ class WSGIRequest:
             engine.submit(self)  # keeps one request at a time, in order; bodies may block
             return
         self._on_loop = True
-        head = self._exchange.head
         result: Iterable[bytes] | None = None
         try:
-            environ = engine.environ_for(self._exchange)
-            environ["wsgi.input"] = self.body
-            result = engine.app(environ, self.start_response)
+            result = self._call_app()
             rest = self._respond_inline(result)
             if rest is not None:
                 engine.submit_rest(self, result, rest)
                 result = None  # the pool thread closes it
-        except ClientGone:
-            pass
-        except Exception:
-            error_log.exception("error handling %s %r", head.method.decode(), head.target)
-            self._fail()
+        except Exception as error:
+            self._failed(error)
         finally:
             self._on_loop = False
             if result is not None:
@@ -162,69 +156,61 @@ class WSGIRequest:
 
     def _respond_inline(self, result: Iterable[bytes]) -> Iterator[bytes] | FileWrapper | None:
         """Send what the transport takes now; return what a pool thread must finish."""
+        if isinstance(result, FileWrapper):
+            return result  # sendfile waits on the loop: only a pool thread can
         if not self._head_sent and isinstance(result, list | tuple):
             self._respond_at_once(result)
             return None
-        if isinstance(result, FileWrapper):
-            return result  # sendfile waits on the loop: only a pool thread can
-        iterator = iter(result)
-        for chunk in iterator:
-            if self._lost:
-                raise ClientGone
-            if not isinstance(chunk, bytes):
-                raise TypeError(f"response body must be bytes, not {type(chunk).__name__}")
-            if chunk:
-                self._send(chunk, end=False)
-                if self._paused:
-                    return iterator  # a slow reader: the rest waits in a pool thread
-        self._send(b"", end=True)
-        return None
+        return self._stream(result)
 
     def finish_in_pool(self, result: Iterable[bytes], rest: Iterator[bytes] | FileWrapper) -> None:
         """(pool thread) Go on with a response that began inline, then close it."""
-        head = self._exchange.head
         try:
             if isinstance(rest, FileWrapper):
                 self._respond(rest)
             else:
                 self._stream(rest)
-        except ClientGone:
-            pass
-        except Exception:
-            error_log.exception("error handling %s %r", head.method.decode(), head.target)
-            try:
-                self._fail()
-            except ClientGone:
-                pass
+        except Exception as error:
+            self._failed(error)
         finally:
             self._close(result)
+
+    # ----------------------------------------------------- application thread
+
+    def run(self) -> None:
+        try:
+            result = self._call_app()
+            try:
+                self._respond(result)
+            finally:
+                self._close(result)
+        except Exception as error:
+            self._failed(error)
+
+    # ------------------------------------------------------------ either thread
+
+    def _call_app(self) -> Iterable[bytes]:
+        environ = self._engine.environ_for(self._exchange)
+        environ["wsgi.input"] = self.body
+        return self._engine.app(environ, self.start_response)
+
+    def _failed(self, error: Exception) -> None:
+        """(in an `except` block) The app or its response failed: log, then answer 500 or
+        abort. A client that left is not an error."""
+        if isinstance(error, ClientGone):
+            return
+        head = self._exchange.head
+        error_log.exception("error handling %s %r", head.method.decode(), head.target)
+        try:
+            self._fail()
+        except ClientGone:
+            pass
 
     @staticmethod
     def _close(result: Iterable[bytes]) -> None:
         close = getattr(result, "close", None)
         if close is not None:
             close()
-
-    # ----------------------------------------------------- application thread
-
-    def run(self) -> None:
-        head = self._exchange.head
-        try:
-            environ = self._engine.environ_for(self._exchange)
-            environ["wsgi.input"] = self.body
-            result = self._engine.app(environ, self.start_response)
-            try:
-                self._respond(result)
-            finally:
-                self._close(result)
-        except ClientGone:
-            pass
-        except Exception:
-            error_log.exception("error handling %s %r", head.method.decode(), head.target)
-            try:
-                self._fail()
-            except ClientGone:
-                pass
 
     def start_response(
         self,
@@ -279,7 +265,7 @@ class WSGIRequest:
         coroutine = self._sendfile(plan, file, offset, count)
         if not asyncio.run_coroutine_threadsafe(coroutine, self._loop).result():
             file.seek(offset)
-            self._stream(wrapper, finish=True)
+            self._stream(wrapper)
 
     async def _sendfile(self, plan: ResponsePlan, file: Any, offset: int, count: int) -> bool:
         exchange = self._exchange
@@ -292,16 +278,21 @@ class WSGIRequest:
         exchange.send(None, b"", end=True)
         return True
 
-    def _stream(self, result: Iterable[bytes], finish: bool = True) -> None:
-        for chunk in result:
+    def _stream(self, chunks: Iterable[bytes]) -> Iterator[bytes] | None:
+        """Send every chunk, then the end. Inline, stop at a reader that cannot keep up and
+        return the rest for a pool thread (which waits for room at the gate instead)."""
+        iterator = iter(chunks)
+        for chunk in iterator:
             if self._lost:
                 raise ClientGone
             if not isinstance(chunk, bytes):
                 raise TypeError(f"response body must be bytes, not {type(chunk).__name__}")
             if chunk:
                 self._send(chunk, end=False)
-        if finish:
-            self._send(b"", end=True)
+                if self._on_loop and self._paused:
+                    return iterator
+        self._send(b"", end=True)
+        return None
 
     def _send(self, data: bytes, end: bool) -> None:
         plan = None
@@ -396,8 +387,8 @@ class WSGIEngine(CoreCounters):
         )
         self._access_log = (AccessLog(settings.access_log, settings.access_log_format)
                             if settings.access_log else None)
-        self._server = ConnectionServer(loop, settings, self, self._access_log)
-        self._server.capacity = settings.threads
+        self._server = ConnectionServer(loop, settings, self, self._access_log,
+                                        capacity=settings.threads)
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
         # Rule 2: with one thread, serve on the loop thread when nothing waits in the pool.
         self.inline = settings.threads == 1

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+# Peer hosts whose trust each TrustedProxies remembers (asked once per connection).
+_TRUST_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class TrustedProxies:
 
     networks: tuple[IPNetwork, ...] = ()
     everyone: bool = False
+    # What `trusts` answered, per peer host (a cache, not part of the value).
+    _answers: dict[Any, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def trusts(self, peername: Any) -> bool:
         """`peername` as asyncio reports it: a (host, port, ...) tuple for TCP."""
@@ -43,12 +49,12 @@ class TrustedProxies:
         # Asked once per connection, mostly about the same few proxies: remember the
         # answer per host string (bounded, so many distinct clients cannot grow it).
         host = peername[0]
-        known = _TRUST_CACHE.get((self, host))
+        known = self._answers.get(host)
         if known is None:
             known = self._judge(peername)
-            if len(_TRUST_CACHE) >= _TRUST_CACHE_LIMIT:
-                _TRUST_CACHE.clear()
-            _TRUST_CACHE[(self, host)] = known
+            if len(self._answers) >= _TRUST_CACHE_LIMIT:
+                self._answers.clear()
+            self._answers[host] = known
         return known
 
     def _judge(self, peername: tuple[Any, ...]) -> bool:
@@ -59,10 +65,6 @@ class TrustedProxies:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # a dual-stack socket sees ::ffff:a.b.c.d
         return any(address in network for network in self.networks)
-
-
-_TRUST_CACHE: dict[tuple[TrustedProxies, Any], bool] = {}
-_TRUST_CACHE_LIMIT = 4096
 
 
 def parse_trusted_proxies(text: str) -> TrustedProxies:

@@ -113,9 +113,6 @@ class RequestParser:
         self._events = events = list[Event]()
         position, end = 0, len(data)
         try:
-            message = self._m
-            if self.phase is Phase.HEAD and not (message.lines or message.line_length):
-                position = self._feed_whole_head(data, 0) or 0
             while position < end:
                 if self.phase is Phase.HEAD:
                     position = self._feed_head(data, position)
@@ -155,8 +152,8 @@ class RequestParser:
 
     def _feed_head(self, data: bytes, start: int) -> int:
         """Scan lines up to the blank line, judging limits before llhttp sees a byte."""
-        if start and self._m.lines == 0 and self._m.line_length == 0:
-            whole = self._feed_whole_head(data, start)  # a pipelined request
+        if self._m.lines == 0 and self._m.line_length == 0:
+            whole = self._feed_whole_head(data, start)
             if whole is not None:
                 return whole
         cursor, end = start, len(data)
