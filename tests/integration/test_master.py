@@ -281,3 +281,17 @@ def test_unix_socket_belongs_to_the_workers_user_and_group(tmp_path: Path,
                       "nogroup", serving=False, stop_signal=signal.SIGKILL) as (_, path, _c):
         info = os.stat(path)
         assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 65534, 0o770)
+
+
+def test_a_request_longer_than_timeout_does_not_cost_the_worker(service_factory: Any) -> None:
+    """With --threads 1 the app runs on the worker's event loop (engines/wsgi.py); the
+    heartbeat comes from its own thread, so --timeout replaces stuck processes, not
+    workers whose request is slow."""
+    service = service_factory("--timeout", "1", workers=1)
+    service.wait_serving()
+    [worker] = service.worker_pids()
+    samples = Load(service.address, clients=1, keep_alive=False, max_requests=1,
+                   duration=10, timeout=8, path="/slow?s=2.5").start().wait()
+    assert [sample.status for sample in samples] == [200], summarize(samples)
+    assert service.worker_pids() == [worker]
+    assert "no heartbeat" not in service.output()

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,17 @@ import pytest
 from wsgi_harness import eventually, is_closed, read_response, serve
 
 pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.fixture(autouse=True, params=[1, 4], ids=["inline", "pool"])
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every test runs twice: with one thread (requests served on the loop thread when
+    they can, engines/wsgi.py rule 2) and with a pool of four. A test that passes
+    `threads=` itself keeps its own."""
+    import wsgi_harness
+
+    monkeypatch.setattr(wsgi_harness, "FAST", replace(wsgi_harness.FAST, threads=request.param))
+    return int(request.param)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -163,7 +175,7 @@ def test_exc_info_after_the_head_was_sent_reraises_and_closes() -> None:
 
 
 class ClosingBody:
-    def __init__(self, parts: list[bytes], fail: bool = False) -> None:
+    def __init__(self, parts: Iterable[bytes], fail: bool = False) -> None:
         self.parts = parts
         self.fail = fail
         self.closed = threading.Event()
@@ -341,7 +353,9 @@ def test_drain_lets_the_in_flight_request_finish_with_connection_close() -> None
         start_response("200 OK", [])
         return [b"finished"]
 
-    with serve(app) as server, server.connect() as client:
+    # With a pool the loop is free while the app runs, so the drain begins first; an
+    # inline request holds the loop (see the inline test below).
+    with serve(app, threads=4) as server, server.connect() as client:
         client.sendall(get())
         assert eventually(lambda: server.engine.in_flight == 1)
         drained = threading.Thread(target=server.drain, args=(3.0,))
@@ -389,9 +403,120 @@ def test_drain_returns_at_the_deadline_and_closes_what_is_left() -> None:
         start_response("200 OK", [])
         return [b"too late"]
 
-    with serve(app) as server, server.connect() as client:
+    with serve(app, threads=4) as server, server.connect() as client:
         client.sendall(get())
         time.sleep(0.1)
         took = server.drain(0.3)
         assert 0.25 < took < 0.8
         assert is_closed(client)
+
+
+def test_inline_drain_begins_when_the_request_returns_and_loses_nothing() -> None:
+    """Inline, the loop waits for the app: a drain asked meanwhile starts after the
+    response went out (still whole), and the idle connection then closes at its
+    keep-alive timeout, as guarantee 3 allows. The master's --graceful-timeout is what
+    bounds an app that never returns."""
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        time.sleep(0.5)
+        start_response("200 OK", [])
+        return [b"finished"]
+
+    with serve(app, threads=1, keep_alive_timeout=0.3) as server, server.connect() as client:
+        client.sendall(get())
+        time.sleep(0.1)  # the app is running on the loop thread now
+        took = server.drain(0.2)  # a deadline the loop cannot see until the app returns
+        status, _headers, body = read_response(client)
+        assert (status, body) == (200, b"finished")
+        assert is_closed(client)
+        assert 0.35 < took < 1.5  # after the app's 0.5 s, not at the 0.2 s deadline
+
+
+CHUNKS = 160  # 10 MiB: more than loopback's socket buffers take (about 4 MiB here)
+
+
+def test_inline_stream_to_a_slow_reader_continues_in_the_pool() -> None:
+    """Chunks go out from the loop thread while the client keeps up; once the transport
+    pauses, the rest of the iteration (and close) moves to the pool's thread."""
+    chunk = b"x" * 65536
+    seen: list[str] = []
+    body = ClosingBody([])
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(CHUNKS):
+                seen.append(threading.current_thread().name)
+                yield chunk
+
+        body.parts = chunks()
+        return body
+
+    with serve(app, threads=1) as server, server.connect() as client:
+        client.sendall(get("/big"))
+        time.sleep(0.3)  # not reading yet: socket buffers fill, the transport pauses
+        _status, _headers, received = read_response(client)
+        assert received == chunk * CHUNKS
+        assert body.closed.wait(2)
+        client.sendall(get("/after"))
+        assert read_response(client)[0] == 200
+    assert not seen[0].startswith("unbroken-wsgi")  # the first chunk: on the loop
+    assert seen[-1].startswith("unbroken-wsgi")  # the last ones: on the pool's thread
+
+
+def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
+    """With --threads 1, inline requests and pool requests (a body still arriving) never
+    overlap, so wsgi.multithread=False holds; bodiless requests run on the loop thread."""
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    where: dict[str, str] = {}
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        assert environ["wsgi.multithread"] is False
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        body = environ["wsgi.input"].read()
+        with lock:
+            running[0] -= 1
+        where[environ["PATH_INFO"]] = threading.current_thread().name
+        start_response("200 OK", [])
+        return [body]
+
+    with serve(app, threads=1) as server:
+        clients = [server.connect() for _ in range(3)]
+        try:
+            slow, first, second = clients
+            slow.sendall(b"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+            time.sleep(0.05)  # the POST's app is reading its body in the pool thread
+            first.sendall(get("/one"))
+            second.sendall(get("/two"))
+            time.sleep(0.05)
+            slow.sendall(b"cd")
+            assert read_response(slow)[2] == b"abcd"
+            assert read_response(first)[0] == read_response(second)[0] == 200
+            first.sendall(get("/three"))  # the pool is idle again: served inline
+            assert read_response(first)[0] == 200
+        finally:
+            for client in clients:
+                client.close()
+    assert most[0] == 1
+    assert where["/post"].startswith("unbroken-wsgi")
+    assert not where["/three"].startswith("unbroken-wsgi")
+
+
+def test_a_request_restarts_the_idle_timeout() -> None:
+    """The idle timer stays armed across requests (connection.py): when it fires on a
+    connection that was busy meanwhile, it waits out a full idle period again."""
+    with serve(echo_app, keep_alive_timeout=0.5) as server, server.connect() as client:
+        client.sendall(get("/a"))
+        read_response(client)
+        time.sleep(0.35)
+        client.sendall(get("/b"))
+        read_response(client)
+        last_answer = time.monotonic()
+        assert not is_closed(client, timeout=0.3)  # past the first timer's 0.5 s
+        assert is_closed(client)
+        assert 0.4 < time.monotonic() - last_answer < 1.2
