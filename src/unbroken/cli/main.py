@@ -148,8 +148,13 @@ def check(arguments: argparse.Namespace) -> int:
         print(f"unbroken: ok: configuration valid (--cmd {config.cmd!r}: nothing to import)")
         return EXIT_OK
     assert config.app is not None
+    from unbroken.master.pool import resolve_python
+
     directory = os.path.realpath(config.chdir or os.getcwd())
-    command = [sys.executable, "-m", "unbroken.worker.check", config.app, config.worker_class,
+    python = resolve_python(config.python, directory)
+    if not os.access(python, os.X_OK):
+        raise UsageError(f"--python {python} is not an executable interpreter")
+    command = [python, "-m", "unbroken.worker.check", config.app, config.worker_class,
                *([config.health_path] if config.health_path else [])]
     try:
         finished = subprocess.run(command, cwd=directory, timeout=config.boot_timeout)

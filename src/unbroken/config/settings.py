@@ -163,6 +163,12 @@ class Config:
         None, "--chdir", metavar="DIR",
         help="Directory the workers run in; a symlink is resolved again at every reload.",
     )
+    python: str | None = setting(
+        None, "--python", metavar="PATH",
+        help="Interpreter the Python workers run with (a release's `.venv/bin/python`); "
+        "relative to --chdir, and resolved again at every reload like it, so "
+        "`current/.venv/bin/python` follows the switch. Default: the master's own.",
+    )
     name: str = setting("unbroken", "-n", "--name", help="Service name (default control path).")
     log_level: str = setting(
         "info", "--log-level", parse=log_level, help="debug, info, warning, error or critical."

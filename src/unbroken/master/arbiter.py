@@ -37,7 +37,14 @@ from unbroken.control.server import ControlConnection, ControlServer
 from unbroken.master.fifo import MasterFifo
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
-from unbroken.master.pool import Command, Generation, Worker, spawn, spawn_command
+from unbroken.master.pool import (
+    Command,
+    Generation,
+    Worker,
+    resolve_python,
+    spawn,
+    spawn_command,
+)
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.master.systemd import Notifier
@@ -498,6 +505,7 @@ class Master:
         number = max(self.generations, default=0) + 1
         directory = os.path.realpath(self.config.chdir or os.getcwd())
         self.generations[number] = Generation(number, directory, time.monotonic(),
+                                              resolve_python(self.config.python, directory),
                                               self.config.user, self.config.group,
                                               self.sockets.current)
         self.rollout = Rollout(number, time.monotonic(), waiters)
@@ -719,6 +727,14 @@ class Master:
             "desired": self.desired,
             "binds": [describe_listener(s) for s in self.sockets.current],
             "python": sys.executable,
+            # What each live generation was resolved to: a deploy checks that the one
+            # serving is the release it switched to, not merely "a new one".
+            "generations": {
+                str(number): {"directory": generation.directory, "python": generation.python}
+                for number, generation in self.generations.items()
+                if any(w.generation == number for w in self.workers.values())
+                or number in (self.serving, self.rollout.generation if self.rollout else None)
+            },
             "workers": [
                 {
                     "pid": w.pid, "generation": w.generation, "state": w.state.value,

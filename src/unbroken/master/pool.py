@@ -33,6 +33,7 @@ class Generation:
     number: int
     directory: str
     created_at: float
+    python: str = sys.executable  # what its Python workers are exec'd with (--python)
     user: str | None = None  # workers drop to this identity (--user/--group)
     group: str | None = None
     listeners: tuple[socket.socket, ...] = ()  # what its workers accept on
@@ -93,7 +94,7 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     spec = WorkerSpec(**{**spec.__dict__, "listeners": fds, "channel": theirs.fileno(),
                          "worker": worker_id, "generation": generation.number})
     try:
-        process = _popen([sys.executable, "-m", "unbroken.worker"], generation,
+        process = _popen([generation.python, "-m", "unbroken.worker"], generation,
                          {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()))
     except BaseException:
         ours.close()
@@ -138,6 +139,18 @@ def spawn_command(worker_id: int, generation: Generation, listeners: list[socket
     return Worker(worker_id, generation.number, process, channel, spawned_at=now,
                   last_seen=now, drain_signal=command.drain_signal, heartbeats=False,
                   probe_path=f"{prefix}.probe" if probe else None)
+
+
+def resolve_python(python: str | None, directory: str) -> str:
+    """The worker interpreter of a generation made in `directory` (already resolved).
+
+    Only the folder is resolved: a venv's `bin/python` is itself a symlink to the base
+    interpreter, and following it would leave the venv (and its packages) behind.
+    """
+    if not python:
+        return sys.executable
+    path = os.path.join(directory, os.path.expanduser(python))
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _probe_listener(path: str) -> socket.socket:
