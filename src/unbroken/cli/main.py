@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from unbroken import __version__
+from unbroken.cli.deploy import add_parser as add_deploy_parser
+from unbroken.cli.deploy import run as deploy
 from unbroken.cli.drill import add_parser as add_drill_parser
 from unbroken.cli.drill import drill
 from unbroken.config import Config, ConfigError
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (reload, status, stop, scale, history):
         _add_target(sub)
     add_drill_parser(commands)
+    add_deploy_parser(commands)
     return parser
 
 
@@ -248,5 +251,5 @@ def history(arguments: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": serve, "check": check, "reload": reload, "status": status, "stop": stop,
     "scale": scale,
-    "history": history, "drill": drill,
+    "history": history, "drill": drill, "deploy": deploy,
 }

@@ -1,0 +1,358 @@
+"""Switching one host to a release, and back, as one journalled transaction.
+
+`activate` writes the journal (what `current` and `previous` were), starts a watchdog,
+switches `current`, asks the master for a gated reload, checks that the generation now
+serving was resolved to exactly this release and its interpreter, watches it for the
+soak window (a worker that dies after Ready fails it), and asks it over HTTP with the
+configured Host header. Any failure puts the host back at once. The switch is "commit
+confirmed": a host the deploy stops talking to (no confirm, no lease heartbeat for
+`confirm_timeout`) is put back by its watchdog, so a dropped link or a killed
+orchestrator never leaves a host half-switched or alone on the new release.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from unbroken.control.client import ControlUnavailable, call
+from unbroken.deploy import service
+from unbroken.deploy.layout import Layout, link_target, point, unpoint
+
+SOAK_POLL = 0.2
+WATCHDOG_POLL = 1.0
+WATCHDOG_LIFETIME = 24 * 3600.0
+
+
+def _error(message: str, details: str = "") -> Exception:
+    from unbroken.deploy.agent import AgentError
+
+    return AgentError(message, details)
+
+
+def master_status(layout: Layout, timeout: float = 5.0) -> dict[str, Any] | None:
+    try:
+        reply = call(layout.control, "status", timeout=timeout)
+    except (ControlUnavailable, OSError):
+        return None
+    return reply.data if reply.ok else None
+
+
+def master_summary(layout: Layout) -> dict[str, Any] | None:
+    status = master_status(layout)
+    if status is None:
+        return None
+    generation = status.get("generations", {}).get(str(status.get("generation")), {})
+    return {"pid": status["master_pid"], "phase": status["phase"],
+            "generation": status["generation"], "directory": generation.get("directory"),
+            "release": os.path.basename(generation.get("directory") or "") or None,
+            "workers": sum(1 for w in status["workers"]
+                           if w["generation"] == status["generation"]),
+            "binds": status.get("binds", [])}
+
+
+def _journal(layout: Layout, deploy_id: str) -> dict[str, Any] | None:
+    from unbroken.deploy.agent import read_json
+
+    return read_json(layout.journal(deploy_id))
+
+
+def _save(layout: Layout, journal: dict[str, Any]) -> None:
+    from unbroken.deploy.agent import write_json
+
+    os.makedirs(os.path.dirname(layout.journal("x")), exist_ok=True)
+    write_json(layout.journal(journal["deploy_id"]), journal)
+
+
+def _requests(status: dict[str, Any]) -> dict[int, int]:
+    return {w["pid"]: w["requests"] for w in status["workers"]}
+
+
+class _Counter:
+    """Requests served by every worker, old and new, while this host switched: the
+    highest count seen of each worker PID, less what it had already served."""
+
+    def __init__(self, status: dict[str, Any] | None) -> None:
+        self.baseline = _requests(status) if status else {}
+        self.highest = dict(self.baseline)
+
+    def sample(self, status: dict[str, Any] | None) -> None:
+        for pid, count in (_requests(status) if status else {}).items():
+            self.highest[pid] = max(count, self.highest.get(pid, 0))
+
+    @property
+    def served(self) -> int:
+        return sum(count - self.baseline.get(pid, 0) for pid, count in self.highest.items())
+
+
+def activate(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
+    from unbroken.deploy.agent import host_lock
+
+    release_id, deploy_id = args["release"], args["deploy_id"]
+    if not os.path.exists(layout.manifest(release_id)):
+        raise _error(f"release {release_id} is not prepared on this host")
+    started = time.monotonic()
+    with host_lock(layout):
+        journal = _journal(layout, deploy_id)
+        if journal is None:
+            journal = {"deploy_id": deploy_id, "release": release_id,
+                       "before": {"current": link_target(layout.current),
+                                  "previous": link_target(layout.previous)},
+                       "state": "switching", "confirmed": False, "started": time.time(),
+                       "confirm_timeout": float(args["confirm_timeout"])}
+            _save(layout, journal)
+            _start_watchdog(layout, deploy_id)
+        before = journal["before"]["current"]
+        counter = _Counter(master_status(layout))
+        if before and before != release_id:
+            point(layout.previous, before)
+        point(layout.current, release_id)
+        journal["state"] = "switched"
+        _save(layout, journal)
+        try:
+            generation = _serve(layout, release_id, args, counter)
+        except Exception as error:
+            details = getattr(error, "details", "")
+            try:
+                _put_back(layout, journal, args, counter)
+            except Exception as second:
+                journal["state"] = "diverged"
+                _save(layout, journal)
+                raise _error(f"{error}; and putting the host back failed: {second}",
+                             f"{details}\n{getattr(second, 'details', '')}") from None
+            journal["state"] = "reverted"
+            _save(layout, journal)
+            raise
+        journal["state"] = "active"
+        _save(layout, journal)
+    return {"generation": generation, "seconds": round(time.monotonic() - started, 2),
+            "requests": counter.served, "before": before}
+
+
+def _serve(layout: Layout, release_id: str, args: dict[str, Any], counter: _Counter) -> int:
+    """Make the master serve `release_id` (reload, or a first start) and prove it does."""
+    want = os.path.realpath(layout.release(release_id))
+    status = master_status(layout)
+    if status is None:
+        service.start(layout, float(args.get("timeout", 300)))
+    else:
+        summary = master_summary(layout)
+        if not (summary and summary["directory"] == want and status["phase"] == "serving"):
+            reply = call(layout.control, "reload", timeout=float(args.get("timeout", 300)))
+            if not reply.ok:
+                raise _error(f"reload refused: {reply.message}", reply.details)
+    return _verify(layout, release_id, args, counter)
+
+
+def _verify(layout: Layout, release_id: str, args: dict[str, Any], counter: _Counter) -> int:
+    want = os.path.realpath(layout.release(release_id))
+    python = os.path.join(want, ".venv", "bin", "python")
+    status = master_status(layout)
+    if status is None:
+        raise _error("the master does not answer on its control socket")
+    counter.sample(status)
+    number = status["generation"]
+    generation = status.get("generations", {}).get(str(number), {})
+    if generation.get("directory") != want:
+        raise _error(f"the master serves {generation.get('directory')}, not {want}")
+    if generation.get("python") != python:
+        raise _error(f"the master's workers run {generation.get('python')}, not {python}")
+    _soak(layout, number, float(args.get("soak", 0)), counter)
+    _ask_http(status, args.get("health_path"), args.get("health_host"),
+              float(args.get("health_timeout", 5)))
+    return int(number)
+
+
+def _serving_pids(status: dict[str, Any], number: int) -> set[int]:
+    return {w["pid"] for w in status["workers"]
+            if w["generation"] == number and w["state"] == "ready"}
+
+
+def _soak(layout: Layout, number: int, seconds: float, counter: _Counter) -> None:
+    """A release that passes its probe and dies a second later fails here, not in
+    production: the generation must keep the same ready workers for the whole window."""
+    status = master_status(layout)
+    pids = _serving_pids(status, number) if status else set()
+    deadline = time.monotonic() + seconds
+    while True:
+        if status is None:
+            raise _error("the master stopped answering while the release was watched")
+        counter.sample(status)
+        now_pids = _serving_pids(status, number)
+        if status["generation"] != number:
+            raise _error(f"generation {number} stopped serving during the soak window")
+        if now_pids != pids or not pids:
+            gone = len(pids - now_pids)
+            raise _error(f"{gone or 'a'} worker(s) of generation {number} died within "
+                         f"{seconds:g}s of serving", _worker_log(layout))
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(SOAK_POLL)
+        status = master_status(layout)
+
+
+def _worker_log(layout: Layout) -> str:
+    """The last lines the service wrote: the traceback of a worker that died."""
+    path = os.path.join(layout.logs, f"{layout.app}.log")
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-40:])
+    except OSError:
+        return ""
+
+
+def _ask_http(status: dict[str, Any], path: str | None, host: str | None,
+              timeout: float) -> None:
+    """The release answers on the service's own address, with the Host header the app
+    checks (Django's ALLOWED_HOSTS rejects an IP)."""
+    binds = [b for b in status.get("binds", []) if not b.startswith("unix:")]
+    if not binds:
+        return
+    address = binds[0]
+    name, _, port = address.rpartition(":")
+    name = name.strip("[]")
+    connection = http.client.HTTPConnection(name, int(port), timeout=timeout)
+    try:
+        connection.request("GET", path or "/", headers={"Host": host or address,
+                                                        "Connection": "close"})
+        response = connection.getresponse()
+        body = response.read(2000)
+    except OSError as error:
+        raise _error(f"GET {path or '/'} on {address}: {error}") from None
+    finally:
+        connection.close()
+    failed = response.status >= 300 if path else response.status >= 500
+    if failed:
+        raise _error(f"GET {path or '/'} on {address} (Host: {host or address}) answered "
+                     f"{response.status}", body.decode(errors="replace"))
+
+
+def _put_back(layout: Layout, journal: dict[str, Any], args: dict[str, Any],
+              counter: _Counter) -> None:
+    """Restore `current` and `previous` as the journal found them, and the master's
+    generation with them; no network, no install: the old release is all still here."""
+    before = journal["before"]
+    if before["previous"]:
+        point(layout.previous, before["previous"])
+    else:
+        unpoint(layout.previous)
+    if before["current"] is None:
+        unpoint(layout.current)
+        service.stop(layout)
+        return
+    point(layout.current, before["current"])
+    want = os.path.realpath(layout.release(before["current"]))
+    summary = master_summary(layout)
+    if summary is None:
+        service.start(layout, float(args.get("timeout", 300)))
+    elif summary["directory"] != want or summary["phase"] != "serving":
+        reply = call(layout.control, "reload", timeout=float(args.get("timeout", 300)))
+        if not reply.ok:
+            raise _error(f"reload back to {before['current']} refused: {reply.message}",
+                         reply.details)
+    _verify(layout, before["current"], {**args, "soak": 0}, counter)
+
+
+def rollback(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
+    """Undo this deploy's switch on this host; a no-op if it never switched."""
+    from unbroken.deploy.agent import host_lock
+
+    started = time.monotonic()
+    with host_lock(layout):
+        journal = _journal(layout, args["deploy_id"])
+        if journal is None or journal["state"] in ("reverted", "rolled back", "switching"):
+            if journal and journal["state"] == "switching":
+                # cut off before `current` moved: nothing to undo, say so for good
+                journal["state"] = "reverted"
+                _save(layout, journal)
+            return {"changed": False, "release": link_target(layout.current)}
+        counter = _Counter(master_status(layout))
+        _put_back(layout, journal, args, counter)
+        journal["state"] = "rolled back"
+        journal["confirmed"] = True
+        _save(layout, journal)
+    return {"changed": True, "release": journal["before"]["current"],
+            "seconds": round(time.monotonic() - started, 2), "requests": counter.served}
+
+
+def confirm(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
+    from unbroken.deploy.agent import host_lock
+
+    with host_lock(layout):
+        journal = _journal(layout, args["deploy_id"])
+        if journal is None:
+            return {"confirmed": False}
+        if journal["state"] != "active":
+            raise _error(f"cannot confirm: this host's switch is {journal['state']}")
+        journal["confirmed"] = True
+        _save(layout, journal)
+    return {"confirmed": True}
+
+
+def _start_watchdog(layout: Layout, deploy_id: str) -> None:
+    """A process of its own session that outlives this SSH channel; its output goes to a
+    file, so the channel closes when the agent answers."""
+    os.makedirs(layout.logs, exist_ok=True)
+    log = open(os.path.join(layout.logs, f"watchdog-{deploy_id}.log"), "ab")  # noqa: SIM115
+    with log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unbroken.deploy.agent", "watchdog"],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True,
+            cwd=layout.deploy_to)
+        assert process.stdin is not None
+        process.stdin.write(json.dumps({"deploy_to": layout.deploy_to, "app": layout.app,
+                                        "deploy_id": deploy_id}).encode())
+        process.stdin.close()
+
+
+def _lease_alive(layout: Layout, deploy_id: str, grace: float) -> bool:
+    from unbroken.deploy.agent import read_json
+
+    lease = read_json(layout.lease)
+    return bool(lease and lease.get("deploy_id") == deploy_id
+                and time.time() - float(lease.get("heartbeat", 0)) <= grace)
+
+
+def watchdog(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
+    """Put the host back when its deploy goes silent before confirming."""
+    from unbroken.deploy.agent import append_history, host_lock, op_lock_diverged, read_json
+
+    deploy_id = args["deploy_id"]
+    born = time.monotonic()
+    while time.monotonic() - born < WATCHDOG_LIFETIME:
+        time.sleep(WATCHDOG_POLL)
+        journal = _journal(layout, deploy_id)
+        if journal is None or journal["confirmed"] or journal["state"] in (
+                "reverted", "rolled back", "diverged"):
+            return {"outcome": "not needed"}
+        if _lease_alive(layout, deploy_id, float(journal["confirm_timeout"])):
+            continue
+        with host_lock(layout, wait=False) as locked:
+            if not locked:
+                continue  # a step is running now; look again after it
+            journal = _journal(layout, deploy_id)
+            if journal is None or journal["confirmed"] or journal["state"] not in (
+                    "switched", "active"):
+                continue
+            try:
+                _put_back(layout, journal, {"timeout": 300}, _Counter(None))
+            except Exception as error:
+                journal["state"] = "diverged"
+                _save(layout, journal)
+                op_lock_diverged(layout, {"deploy_id": deploy_id,
+                                          "reason": f"watchdog could not put back: {error}"})
+                return {"outcome": "diverged"}
+            journal["state"] = "reverted"
+            _save(layout, journal)
+            append_history(layout, {"event": "reverted by watchdog", "deploy_id": deploy_id,
+                                    "release": journal["before"]["current"]})
+            lease = read_json(layout.lease)
+            if lease and lease.get("deploy_id") == deploy_id:
+                os.unlink(layout.lease)
+            return {"outcome": "reverted"}
+    return {"outcome": "gave up"}
