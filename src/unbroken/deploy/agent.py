@@ -158,6 +158,9 @@ def op_lock_acquire(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
         raw = read_json(layout.lease)
         existing = Lease.from_dict(raw) if raw else None
         decision = decide(existing, args["deploy_id"], now)
+        if decision is Decision.TAKEN_OVER and existing and switch.unconfirmed(
+                read_json(layout.journal(existing.deploy_id))):
+            decision = Decision.HELD  # its host is half-switched: its watchdog undoes it
         if decision is Decision.HELD:
             assert existing is not None
             return {"held": True, "holder": {**existing.to_dict(),
@@ -165,6 +168,8 @@ def op_lock_acquire(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
         started = existing.started if decision is Decision.RENEWED and existing else now
         write_json(layout.lease, Lease(args["deploy_id"], args["holder"], started, now,
                                        float(args["ttl"])).to_dict())
+        if decision is not Decision.RENEWED:
+            switch.start_watchdog(layout, args["deploy_id"])
         if decision is Decision.TAKEN_OVER:
             assert existing is not None
             append_history(layout, {"event": "lock taken over", "deploy_id": args["deploy_id"],
@@ -335,4 +340,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run under the module's real name: the steps it calls (install, switch) raise
+    # `unbroken.deploy.agent.AgentError`, which `__main__.AgentError` would not catch.
+    from unbroken.deploy.agent import main as real_main
+
+    raise SystemExit(real_main())

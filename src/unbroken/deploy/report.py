@@ -118,7 +118,7 @@ def describe(kind: str, data: dict[str, Any]) -> str:
         tail = f": {data['error']}" if data.get("error") else ""
         return (f"unbroken deploy: {data['host']}: {data['step']} {data['outcome']} "
                 f"({data['seconds']:.2f}s){tail}")
-    if kind in ("note", "failed", "rolled back"):
+    if kind in ("note", "rolled back"):
         return f"unbroken deploy: {data['message']}"
     if kind == "summary":
         verdict = "ok" if data["exit_code"] == 0 else f"FAILED (exit {data['exit_code']})"

@@ -412,7 +412,19 @@ class Deployer:
 
     # -- the whole deploy ---------------------------------------------------------------------
 
+    async def guarded(self, work: Callable[[], Awaitable[int]]) -> int:
+        """Any failure before the first switch still ends in a summary and its code."""
+        try:
+            return await work()
+        except DeployError as error:
+            self.reporter.event("failed", message=f"FAILED: {error}", details=error.details)
+            self.summary(error.exit_code, str(error), error.details)
+            return error.exit_code
+
     async def deploy(self) -> int:
+        return await self.guarded(self._deploy)
+
+    async def _deploy(self) -> int:
         release = build_release(self.config, self.options.ref, self.options.allow_dirty)
         wheel = build_wheel()
         self.note(f"release {release.id} ({release.lock}), {len(release.archive)} bytes, "
@@ -534,7 +546,7 @@ class Deployer:
     # -- rollback by hand ------------------------------------------------------------------
 
     async def rollback(self) -> int:
-        return await self.with_fleet(None, None, self._switch_back)
+        return await self.guarded(lambda: self.with_fleet(None, None, self._switch_back))
 
     async def _switch_back(self) -> int:
         targets: dict[str, str] = {}
@@ -576,8 +588,11 @@ class Deployer:
         return [r if isinstance(r, dict) else {"error": str(r)} for r in results]
 
     async def check_only(self) -> int:
-        wheel = build_wheel()
-        return await self.with_fleet_readonly(wheel)
+        async def work() -> int:
+            code = await self.with_fleet_readonly(build_wheel())
+            self.summary(code, "")
+            return code
+        return await self.guarded(work)
 
     async def with_fleet_readonly(self, wheel: Wheel) -> int:
         try:

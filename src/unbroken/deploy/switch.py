@@ -106,7 +106,6 @@ def activate(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
                        "state": "switching", "confirmed": False, "started": time.time(),
                        "confirm_timeout": float(args["confirm_timeout"])}
             _save(layout, journal)
-            _start_watchdog(layout, deploy_id)
         before = journal["before"]["current"]
         counter = _Counter(master_status(layout))
         if before and before != release_id:
@@ -294,7 +293,7 @@ def confirm(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     return {"confirmed": True}
 
 
-def _start_watchdog(layout: Layout, deploy_id: str) -> None:
+def start_watchdog(layout: Layout, deploy_id: str) -> None:
     """A process of its own session that outlives this SSH channel; its output goes to a
     file, so the channel closes when the agent answers."""
     os.makedirs(layout.logs, exist_ok=True)
@@ -310,49 +309,79 @@ def _start_watchdog(layout: Layout, deploy_id: str) -> None:
         process.stdin.close()
 
 
-def _lease_alive(layout: Layout, deploy_id: str, grace: float) -> bool:
-    from unbroken.deploy.agent import read_json
-
-    lease = read_json(layout.lease)
-    return bool(lease and lease.get("deploy_id") == deploy_id
-                and time.time() - float(lease.get("heartbeat", 0)) <= grace)
-
-
 def watchdog(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
-    """Put the host back when its deploy goes silent before confirming."""
-    from unbroken.deploy.agent import append_history, host_lock, op_lock_diverged, read_json
+    """Started with the lease: when the deploy goes silent, undo what it left here.
+
+    A switched, unconfirmed host is put back once the lease has had no heartbeat for
+    `confirm_timeout`; an unswitched host just lets the stale lease go (after its TTL),
+    so a killed deploy leaves nothing locked and no host alone on a new release.
+    """
+    from unbroken.deploy.agent import read_json
 
     deploy_id = args["deploy_id"]
     born = time.monotonic()
     while time.monotonic() - born < WATCHDOG_LIFETIME:
         time.sleep(WATCHDOG_POLL)
+        lease = read_json(layout.lease)
         journal = _journal(layout, deploy_id)
-        if journal is None or journal["confirmed"] or journal["state"] in (
-                "reverted", "rolled back", "diverged"):
-            return {"outcome": "not needed"}
-        if _lease_alive(layout, deploy_id, float(journal["confirm_timeout"])):
+        ours = bool(lease and lease.get("deploy_id") == deploy_id)
+        silent = time.time() - float(lease.get("heartbeat", 0)) if ours and lease else None
+        if not unconfirmed(journal):
+            if not ours:
+                return {"outcome": "not needed"}
+            assert lease is not None and silent is not None
+            if not lease.get("diverged") and silent > float(lease["ttl"]):
+                _expire(layout, deploy_id)
+                return {"outcome": "lease expired"}
             continue
-        with host_lock(layout, wait=False) as locked:
-            if not locked:
-                continue  # a step is running now; look again after it
-            journal = _journal(layout, deploy_id)
-            if journal is None or journal["confirmed"] or journal["state"] not in (
-                    "switched", "active"):
-                continue
-            try:
-                _put_back(layout, journal, {"timeout": 300}, _Counter(None))
-            except Exception as error:
-                journal["state"] = "diverged"
-                _save(layout, journal)
-                op_lock_diverged(layout, {"deploy_id": deploy_id,
-                                          "reason": f"watchdog could not put back: {error}"})
-                return {"outcome": "diverged"}
-            journal["state"] = "reverted"
-            _save(layout, journal)
-            append_history(layout, {"event": "reverted by watchdog", "deploy_id": deploy_id,
-                                    "release": journal["before"]["current"]})
-            lease = read_json(layout.lease)
-            if lease and lease.get("deploy_id") == deploy_id:
-                os.unlink(layout.lease)
-            return {"outcome": "reverted"}
+        assert journal is not None
+        if ours and silent is not None and silent <= float(journal["confirm_timeout"]):
+            continue
+        outcome = _revert(layout, deploy_id)
+        if outcome:
+            return {"outcome": outcome}
     return {"outcome": "gave up"}
+
+
+def unconfirmed(journal: dict[str, Any] | None) -> bool:
+    """A switch of this deploy that nobody confirmed or undid yet."""
+    return bool(journal and not journal["confirmed"]
+                and journal["state"] in ("switched", "active"))
+
+
+def _expire(layout: Layout, deploy_id: str) -> None:
+    from unbroken.deploy.agent import append_history, host_lock, read_json
+
+    with host_lock(layout):
+        lease = read_json(layout.lease)
+        if lease and lease.get("deploy_id") == deploy_id and not lease.get("diverged"):
+            os.unlink(layout.lease)
+            append_history(layout, {"event": "lease expired", "deploy_id": deploy_id,
+                                    "holder": lease.get("holder")})
+
+
+def _revert(layout: Layout, deploy_id: str) -> str | None:
+    from unbroken.deploy.agent import append_history, host_lock, op_lock_diverged, read_json
+
+    with host_lock(layout, wait=False) as locked:
+        if not locked:
+            return None  # a step is running now; look again after it
+        journal = _journal(layout, deploy_id)
+        if journal is None or not unconfirmed(journal):
+            return None
+        try:
+            _put_back(layout, journal, {"timeout": 300}, _Counter(None))
+        except Exception as error:
+            journal["state"] = "diverged"
+            _save(layout, journal)
+            op_lock_diverged(layout, {"deploy_id": deploy_id,
+                                      "reason": f"watchdog could not put back: {error}"})
+            return "diverged"
+        journal["state"] = "reverted"
+        _save(layout, journal)
+        append_history(layout, {"event": "reverted by watchdog", "deploy_id": deploy_id,
+                                "release": journal["before"]["current"]})
+        lease = read_json(layout.lease)
+        if lease and lease.get("deploy_id") == deploy_id:
+            os.unlink(layout.lease)
+    return "reverted"
