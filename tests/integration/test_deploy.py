@@ -378,6 +378,39 @@ def test_the_example_fabfile_deploys_and_reports(fleet: Fleet) -> None:
     assert status.stdout.splitlines()[0].startswith(f"h1: {now} (generation ")
 
 
+def test_a_link_cut_during_a_switch_is_rolled_back_fleet_wide(fleet: Fleet) -> None:
+    """h2's SSH connection is killed while its switch runs there (the remote step goes
+    on: no PTY). The deploy must not take the dead link for a stopped step: it connects
+    again, waits for the switch to end, undoes it, and rolls h1 back too."""
+    before = fleet.consistent()
+    fleet.commits[fleet.project.commit("v13", import_delay=0.5)] = "v13"
+    with FleetLoad(fleet.haproxy.port, clients=6, max_seconds=DEPLOY_BUDGET) as load:
+        process = fleet.deploy_background("--json")
+        events = []
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                events.append(json.loads(line))
+                if events[-1] == {**events[-1], "event": "step", "step": "switch",
+                                  "host": "h2", "phase": "start"}:
+                    time.sleep(0.3)
+                    for pid in fleet.lab.session_pids(2):
+                        os.kill(pid, signal.SIGKILL)
+            _, err = process.communicate(timeout=DEPLOY_BUDGET)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
+    assert process.returncode == 3, (events[-3:], err)
+    summary = events[-1]
+    assert "h2: switch:" in summary["message"], summary
+    assert any(e["event"] == "note" and "connecting again" in e["message"] for e in events)
+    assert fleet.consistent() == before
+    assert load.result is not None
+    print(f"\nlink cut mid-switch: {load.result.failed}/{load.result.total} failed")
+    assert load.result.failed == 0, load.result.failures
+
+
 def test_lock_status_and_release(fleet: Fleet) -> None:
     lease = fleet.lab.host(2).home / "shop" / ".unbroken" / "lease.json"
     fleet.lab.run_as(2, ["sh", "-c", f"cat > {lease}"], input=json.dumps(

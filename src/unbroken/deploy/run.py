@@ -34,6 +34,10 @@ from unbroken.deploy.source import Release, Wheel, build_release, build_wheel, h
 from unbroken.deploy.transport import Connection, TransportError
 
 T = TypeVar("T")
+
+
+class LinkFailed(StepFailed):
+    """A step whose host stopped answering: its outcome there is unknown."""
 QUICK = 30.0  # seconds for the agent's small steps (info, lock, confirm)
 MIN_FREE = 200 * 1024 * 1024  # bytes a host needs beyond the archive for a new venv
 
@@ -135,7 +139,7 @@ class Deployer:
                 target.tool_python, operation,
                 {"deploy_to": target.deploy_to, "app": self.config.app, **args}, within)
         except TransportError as error:
-            raise StepFailed(target.name, step, str(error).removeprefix(f"{target.name}: "),
+            raise LinkFailed(target.name, step, str(error).removeprefix(f"{target.name}: "),
                              getattr(error, "details", "")) from None
         if not answer.get("ok"):
             raise StepFailed(target.name, step, answer.get("error", "failed"),
@@ -260,10 +264,10 @@ class Deployer:
         interval = max(0.5, self.config.lock.ttl / 3)
         while True:
             await asyncio.sleep(interval)
-            for target, result in zip(self.targets, await self.each(
-                    [t for t in self.targets if t.locked],
-                    lambda t: self.call(t, "lock", "lock-renew", deploy_id=self.deploy_id)),
-                    strict=False):
+            locked = [t for t in self.targets if t.locked]
+            results = await self.each(locked, lambda t: self.call(
+                t, "lock", "lock-renew", deploy_id=self.deploy_id))
+            for target, result in zip(locked, results, strict=True):
                 if isinstance(result, StepFailed) and "lease lost" in result.reason:
                     self.lease_lost = f"{target.name}: {result.reason}"
 
@@ -383,12 +387,36 @@ class Deployer:
                     await self.each([target], self.rollback_one)
 
     async def rollback_one(self, target: Target) -> None:
+        """Undo this deploy's switch on one host. A lost link is not a stopped step (the
+        remote switch may still be running): connect again and ask; the agent's rollback
+        waits for that switch to end, then undoes it."""
         async with self.step(target, "rollback"):
-            answer = await self.call(target, "rollback", "rollback",
-                                     within=self.config.ssh.step_timeout + 30,
-                                     **self.switch_args(""))
+            try:
+                answer = await self._rollback(target)
+            except LinkFailed as error:
+                self.note(f"{target.name}: {error.reason}; connecting again to roll back")
+                await self.reconnect(target)
+                answer = await self._rollback(target)
             row = self.reporter.row(target.name)
             row.release = answer.get("release")
+
+    async def _rollback(self, target: Target) -> dict[str, Any]:
+        return await self.call(target, "rollback", "rollback",
+                               within=self.config.ssh.step_timeout + 30,
+                               **self.switch_args(""))
+
+    async def reconnect(self, target: Target, attempts: int = 3) -> None:
+        if target.connection is not None:
+            target.connection.close()
+        for attempt in range(attempts):
+            try:
+                target.connection = await Connection.open(target.name, self.config.ssh)
+                return
+            except TransportError as error:
+                if attempt == attempts - 1:
+                    raise LinkFailed(target.name, "rollback",
+                                     str(error).removeprefix(f"{target.name}: ")) from None
+                await asyncio.sleep(1.0)
 
     async def rollback_all(self) -> list[str]:
         """Every host that was sent an activate goes back, whatever it answered; the
