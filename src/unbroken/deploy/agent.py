@@ -319,7 +319,7 @@ OPERATIONS: dict[str, Operation] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = json.loads(sys.stdin.read() or "{}")
+        args = json.loads(os.environ.pop(switch.ARGUMENTS_ENV, "") or sys.stdin.read() or "{}")
         operation = OPERATIONS[argv[0]]
         layout = Layout(os.path.expanduser(args["deploy_to"]), args["app"])
         result = {"ok": True, **operation(layout, args)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from unbroken.control.client import ControlUnavailable, call
 from unbroken.deploy import service
 from unbroken.deploy.layout import Layout, link_target, point, unpoint
 
+ARGUMENTS_ENV = "UNBROKEN_AGENT_ARGS"  # how the watchdog gets its request (no stdin)
 SOAK_POLL = 0.2
 WATCHDOG_POLL = 1.0
 WATCHDOG_LIFETIME = 24 * 3600.0
@@ -294,19 +294,20 @@ def confirm(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_watchdog(layout: Layout, deploy_id: str) -> None:
-    """A process of its own session that outlives this SSH channel; its output goes to a
-    file, so the channel closes when the agent answers."""
+    """A process of its own session that outlives this SSH channel and this agent; its
+    output goes to a file, so the channel closes as soon as the agent answers."""
     os.makedirs(layout.logs, exist_ok=True)
-    log = open(os.path.join(layout.logs, f"watchdog-{deploy_id}.log"), "ab")  # noqa: SIM115
-    with log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "unbroken.deploy.agent", "watchdog"],
-            stdin=subprocess.PIPE, stdout=log, stderr=log, start_new_session=True,
-            cwd=layout.deploy_to)
-        assert process.stdin is not None
-        process.stdin.write(json.dumps({"deploy_to": layout.deploy_to, "app": layout.app,
-                                        "deploy_id": deploy_id}).encode())
-        process.stdin.close()
+    log = os.path.join(layout.logs, f"watchdog-{deploy_id}.log")
+    arguments = json.dumps({"deploy_to": layout.deploy_to, "app": layout.app,
+                            "deploy_id": deploy_id})
+    os.posix_spawn(
+        sys.executable, [sys.executable, "-m", "unbroken.deploy.agent", "watchdog"],
+        {**os.environ, ARGUMENTS_ENV: arguments},
+        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                      (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                       0o600),
+                      (os.POSIX_SPAWN_DUP2, 1, 2)],
+        setsid=True)
 
 
 def watchdog(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
