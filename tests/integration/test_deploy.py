@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
-from deployproject import APP_PORT, Project
+from deployproject import APP_PORT, Project, Ran
 from fleetload import FleetLoad, FleetResult
 from haproxy import HAProxy
 from sshlab import SSHLab, skip_reason
@@ -36,17 +36,6 @@ pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reaso
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_BUDGET = 240.0  # seconds one deploy command may take before the test fails
-
-
-@dataclass
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
 
 @dataclass

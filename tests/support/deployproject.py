@@ -9,9 +9,13 @@ requirements.txt that cannot be satisfied.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sshlab import SSHLab
 
@@ -46,6 +50,29 @@ def app(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 '''
+
+
+@dataclass
+class Ran:
+    """One `unbroken deploy` command: its exit code, output and wall time."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def events(self) -> list[dict[str, Any]]:
+        """The `--json` events, one per stdout line."""
+        events = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    events.append(json.loads(line))
+        return events
+
+    def summary(self) -> dict[str, Any]:
+        events = self.events()
+        return events[-1] if events and events[-1].get("event") == "summary" else {}
 
 
 class Project:

@@ -7,6 +7,8 @@ held by another deploy (EX_TEMPFAIL) · 130 interrupted (after its rollback).
 
 from __future__ import annotations
 
+import time
+
 EXIT_OK = 0
 EXIT_NOT_SWITCHED = 1
 EXIT_USAGE = 2
@@ -38,9 +40,12 @@ class LockHeld(DeployError):
     exit_code = EXIT_LOCKED
 
     def __init__(self, host: str, holder: dict[str, object]) -> None:
+        started = holder.get("started")
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(started))) \
+            if isinstance(started, int | float) else "?"
         super().__init__(
             f"{host}: locked by {holder.get('holder')} (deploy {holder.get('deploy_id')}, "
-            f"since {holder.get('started')}, heartbeat {holder.get('heartbeat_age')}s ago)")
+            f"since {since}, heartbeat {holder.get('heartbeat_age')}s ago)")
         self.host, self.holder = host, holder
 
 
