@@ -138,6 +138,9 @@ def test_setup_is_idempotent(fleet: Fleet) -> None:
     again = fleet.deploy("setup")
     assert again.code == 0, again.stderr
     assert "unchanged" in again.stderr
+    check = fleet.deploy("check")
+    assert check.code == 0, check.stderr
+    assert all(f"{h.alias}: pre-flight ok" in check.stderr for h in fleet.lab.hosts)
     fleet.consistent()
 
 
@@ -398,6 +401,53 @@ def test_a_link_cut_during_a_switch_is_rolled_back_fleet_wide(fleet: Fleet) -> N
     assert load.result is not None
     print(f"\nlink cut mid-switch: {load.result.failed}/{load.result.total} failed")
     assert load.result.failed == 0, load.result.failures
+
+
+def test_ctrl_c_rolls_back_then_exits_130(fleet: Fleet) -> None:
+    before = fleet.consistent()
+    fleet.commits[fleet.project.commit("v14")] = "v14"
+    process = fleet.deploy_background("--json")
+    events = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            events.append(json.loads(line))
+            if events[-1] == {**events[-1], "event": "step", "step": "switch", "host": "h2",
+                              "phase": "start"}:
+                os.kill(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=DEPLOY_BUDGET)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 130, (events[-3:], err)
+    assert events[-1]["event"] == "summary" and events[-1]["message"] == "interrupted"
+    assert fleet.consistent() == before
+
+
+def test_hooks_run_where_and_when_they_say(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.project.write_config(extra=f"""
+[hooks]
+local_pre = "echo pre $UNBROKEN_RELEASE > {tmp_path}/local_pre"
+build = "python -c 'import six' && echo built > BUILT"
+once = "echo $UNBROKEN_HOST $UNBROKEN_RELEASE >> ~/once.log"
+local_post = "echo post $UNBROKEN_HOSTS > {tmp_path}/local_post"
+""")
+    fleet.commits[fleet.project.commit("v15")] = "v15"
+    try:
+        ran = fleet.deploy()
+    finally:
+        fleet.project.write_config()
+        fleet.commits[fleet.project.commit("v15-plain")] = "v15-plain"
+    assert ran.code == 0, ran.stderr
+    now = fleet.consistent()
+    assert (tmp_path / "local_pre").read_text() == f"pre {now}\n"
+    assert (tmp_path / "local_post").read_text() == "post h1,h2,h3\n"
+    # once: on the first host only, before its switch, in the new release
+    assert (fleet.lab.host(1).home / "once.log").read_text() == f"h1 {now}\n"
+    assert not (fleet.lab.host(2).home / "once.log").exists()
+    for host in fleet.lab.hosts:  # build: in each release, its own venv on PATH
+        assert (host.home / "shop" / "releases" / now / "BUILT").read_text() == "built\n"
 
 
 def test_lock_status_and_release(fleet: Fleet) -> None:
