@@ -10,7 +10,6 @@ halfway by a dropped link is finished or undone by the next one, or by the watch
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -18,64 +17,23 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from unbroken import __version__
 from unbroken.deploy import install, service, switch
+from unbroken.deploy.hostfiles import (
+    AgentError,
+    append_history,
+    host_lock,
+    keep_lease,
+    read_json,
+    write_json,
+)
 from unbroken.deploy.layout import Layout, link_target
 from unbroken.deploy.lease import Decision, Lease, decide
 
-
-class AgentError(Exception):
-    def __init__(self, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.details = details
-
-
 Operation = Callable[[Layout, dict[str, Any]], dict[str, Any]]
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Written whole or not at all: a temporary file renamed over the old one."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-@contextmanager
-def host_lock(layout: Layout, wait: bool = True) -> Iterator[bool]:
-    """The host's own mutex for the few steps that change what serves (seconds at most)."""
-    os.makedirs(layout.state, exist_ok=True)
-    with open(layout.host_lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def append_history(layout: Layout, entry: dict[str, Any]) -> None:
-    os.makedirs(layout.state, exist_ok=True)
-    with open(layout.history, "a") as handle:
-        handle.write(json.dumps({"at": time.time(), **entry}) + "\n")
 
 
 # -- information ---------------------------------------------------------------------
@@ -205,13 +163,7 @@ def op_lock_release(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_lock_diverged(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
-    """Keep the lease for good, with the reason: this host needs a person."""
-    with host_lock(layout):
-        raw = read_json(layout.lease) or {"deploy_id": args["deploy_id"],
-                                          "holder": args.get("holder", "?"),
-                                          "started": time.time(), "ttl": 0}
-        raw.update(diverged=args["reason"], heartbeat=time.time())
-        write_json(layout.lease, raw)
+    keep_lease(layout, args["deploy_id"], args["reason"], args.get("holder", "?"))
     return {}
 
 
@@ -340,8 +292,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run under the module's real name: the steps it calls (install, switch) raise
-    # `unbroken.deploy.agent.AgentError`, which `__main__.AgentError` would not catch.
-    from unbroken.deploy.agent import main as real_main
-
-    raise SystemExit(real_main())
+    raise SystemExit(main())

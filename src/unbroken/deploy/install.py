@@ -20,16 +20,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from unbroken.deploy.errors import reason_of
+from unbroken.deploy.hostfiles import AgentError, write_json
 from unbroken.deploy.layout import Layout, link_target
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-
-def _agent_error(message: str, details: str = "") -> Exception:
-    from unbroken.deploy.agent import AgentError
-
-    return AgentError(message, details)
 
 
 def upload_path(layout: Layout, release_id: str) -> str:
@@ -79,10 +74,10 @@ def prepare(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     _clean_partials(layout, keep="")
     archive = upload_path(layout, release_id)
     if not os.path.exists(archive):
-        raise _agent_error(f"upload {archive} is missing")
+        raise AgentError(f"upload {archive} is missing")
     actual = _sha256(archive)
     if actual != args["sha256"]:
-        raise _agent_error(f"upload corrupted: sha256 {actual[:12]}…, "
+        raise AgentError(f"upload corrupted: sha256 {actual[:12]}…, "
                            f"expected {args['sha256'][:12]}…")
     directory = layout.release(release_id)
     shutil.rmtree(directory, ignore_errors=True)
@@ -97,8 +92,6 @@ def prepare(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
                  float(args.get("timeout", 600)))
     manifest = {**args["manifest"], "prepared_at": time.time(),
                 "install": installed, "install_seconds": round(install_seconds, 2)}
-    from unbroken.deploy.agent import write_json
-
     write_json(layout.manifest(release_id), manifest)
     return {"seconds": round(time.monotonic() - started, 2),
             "install_seconds": round(install_seconds, 2), "install": installed}
@@ -119,7 +112,7 @@ def _extract(archive: str, directory: str) -> None:
             if not (member.isfile() or member.isdir() or member.issym() or member.islnk()) \
                     or os.path.commonpath([root, target]) != root \
                     or os.path.commonpath([root, linked]) != root:
-                raise _agent_error(f"the release archive has an unsafe member: {member.name}")
+                raise AgentError(f"the release archive has an unsafe member: {member.name}")
         tar.extractall(directory)  # every member checked above
 
 
@@ -127,7 +120,7 @@ def _link_shared(layout: Layout, directory: str, files: Sequence[str],
                  dirs: Sequence[str]) -> None:
     missing = [name for name in files if not os.path.exists(os.path.join(layout.shared, name))]
     if missing:
-        raise _agent_error(f"linked file(s) missing from {layout.shared}: {', '.join(missing)}")
+        raise AgentError(f"linked file(s) missing from {layout.shared}: {', '.join(missing)}")
     for name in [*files, *dirs]:
         shared = os.path.join(layout.shared, name)
         if name in dirs:
@@ -150,13 +143,13 @@ def _uv(layout: Layout, arguments: list[str], directory: str, timeout: float,
         finished = subprocess.run([uv, *arguments], cwd=directory, env=environment,
                                   capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise _agent_error(f"uv {arguments[0]} did not finish within {timeout:g}s") from None
+        raise AgentError(f"uv {arguments[0]} did not finish within {timeout:g}s") from None
     except FileNotFoundError:
-        raise _agent_error("uv not found on the host (run `unbroken deploy setup`)") from None
+        raise AgentError("uv not found on the host (run `unbroken deploy setup`)") from None
     if finished.returncode != 0:
         output = finished.stderr.strip() or finished.stdout.strip()
         reason = reason_of(output, f"exit status {finished.returncode}")
-        raise _agent_error(f"install failed: {reason}", output)
+        raise AgentError(f"install failed: {reason}", output)
     return finished.stderr
 
 
@@ -187,10 +180,10 @@ def run_hook(layout: Layout, release_id: str, name: str, command: str, env: dict
                                   env=release_environment(layout, release_id, env),
                                   capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise _agent_error(f"{name} hook did not finish within {timeout:g}s") from None
+        raise AgentError(f"{name} hook did not finish within {timeout:g}s") from None
     output = (finished.stdout + finished.stderr).strip()
     if finished.returncode != 0:
-        raise _agent_error(f"{name} hook failed with exit status {finished.returncode}",
+        raise AgentError(f"{name} hook failed with exit status {finished.returncode}",
                            output)
     return {"seconds": round(time.monotonic() - started, 2), "output": output[-2000:]}
 

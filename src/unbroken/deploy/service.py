@@ -18,13 +18,8 @@ import time
 from typing import Any
 
 from unbroken.control.client import ControlUnavailable, call
+from unbroken.deploy.hostfiles import AgentError, read_json, write_json
 from unbroken.deploy.layout import Layout
-
-
-def _error(message: str, details: str = "") -> Exception:
-    from unbroken.deploy.agent import AgentError
-
-    return AgentError(message, details)
 
 
 def serve_argv(layout: Layout, serve: list[str]) -> list[str]:
@@ -52,8 +47,6 @@ def manager(choice: str = "auto") -> str:
 
 
 def describe(layout: Layout) -> dict[str, Any] | None:
-    from unbroken.deploy.agent import read_json
-
     return read_json(os.path.join(layout.state, "service.json"))
 
 
@@ -61,8 +54,6 @@ def install(layout: Layout, serve: list[str], choice: str) -> dict[str, Any]:
     """Write the service definition; idempotent. A changed definition of a running
     master is written but not applied: restarting a master is the one thing a
     deploy never does by itself (it would close the listening sockets)."""
-    from unbroken.deploy.agent import write_json
-
     kind = manager(choice)
     argv = serve_argv(layout, serve)
     old = describe(layout)
@@ -159,7 +150,7 @@ def _systemctl(arguments: list[str]) -> None:
     command = ["systemctl", *([] if os.geteuid() == 0 else ["--user"]), *arguments]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if finished.returncode != 0:
-        raise _error(f"{shlex.join(command)} failed", finished.stderr)
+        raise AgentError(f"{shlex.join(command)} failed", finished.stderr)
 
 
 def _supervisorctl(layout: Layout, arguments: list[str]) -> subprocess.CompletedProcess[str]:
@@ -188,7 +179,7 @@ def start(layout: Layout, timeout: float) -> dict[str, Any]:
     """Start the master (first release, or after it was stopped) and wait until it serves."""
     info = describe(layout)
     if info is None:
-        raise _error("no service on this host: run `unbroken deploy setup`")
+        raise AgentError("no service on this host: run `unbroken deploy setup`")
     if info["manager"] == "systemd":
         _systemctl(["start", f"unbroken-{layout.app}.service"])
     elif not _supervisord_alive(layout):
@@ -196,7 +187,7 @@ def start(layout: Layout, timeout: float) -> dict[str, Any]:
             [os.path.join(layout.tool_venv, "bin", "supervisord"), "-c",
              _supervisord_conf(layout)], capture_output=True, text=True, timeout=60)
         if finished.returncode != 0:
-            raise _error("supervisord did not start", finished.stderr + finished.stdout)
+            raise AgentError("supervisord did not start", finished.stderr + finished.stdout)
     else:
         _supervisorctl(layout, ["start", layout.app])
     return {"seconds": _wait_serving(layout, timeout)}
@@ -218,7 +209,7 @@ def _wait_serving(layout: Layout, timeout: float) -> float:
             tail = "".join(handle.readlines()[-40:])
     except OSError:
         tail = ""
-    raise _error(f"the service did not start serving within {timeout:g}s", tail)
+    raise AgentError(f"the service did not start serving within {timeout:g}s", tail)
 
 
 def stop(layout: Layout) -> None:

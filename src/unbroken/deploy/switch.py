@@ -21,18 +21,20 @@ from typing import Any
 
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.deploy import service
+from unbroken.deploy.hostfiles import (
+    AgentError,
+    append_history,
+    host_lock,
+    keep_lease,
+    read_json,
+    write_json,
+)
 from unbroken.deploy.layout import Layout, link_target, point, unpoint
 
 ARGUMENTS_ENV = "UNBROKEN_AGENT_ARGS"  # how the watchdog gets its request (no stdin)
 SOAK_POLL = 0.2
 WATCHDOG_POLL = 1.0
 WATCHDOG_LIFETIME = 24 * 3600.0
-
-
-def _error(message: str, details: str = "") -> Exception:
-    from unbroken.deploy.agent import AgentError
-
-    return AgentError(message, details)
 
 
 def master_status(layout: Layout, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -57,14 +59,10 @@ def master_summary(layout: Layout) -> dict[str, Any] | None:
 
 
 def _journal(layout: Layout, deploy_id: str) -> dict[str, Any] | None:
-    from unbroken.deploy.agent import read_json
-
     return read_json(layout.journal(deploy_id))
 
 
 def _save(layout: Layout, journal: dict[str, Any]) -> None:
-    from unbroken.deploy.agent import write_json
-
     os.makedirs(os.path.dirname(layout.journal("x")), exist_ok=True)
     write_json(layout.journal(journal["deploy_id"]), journal)
 
@@ -91,11 +89,9 @@ class _Counter:
 
 
 def activate(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
-    from unbroken.deploy.agent import host_lock
-
     release_id, deploy_id = args["release"], args["deploy_id"]
     if not os.path.exists(layout.manifest(release_id)):
-        raise _error(f"release {release_id} is not prepared on this host")
+        raise AgentError(f"release {release_id} is not prepared on this host")
     started = time.monotonic()
     with host_lock(layout):
         journal = _journal(layout, deploy_id)
@@ -122,7 +118,7 @@ def activate(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
             except Exception as second:
                 journal["state"] = "diverged"
                 _save(layout, journal)
-                raise _error(f"{error}; and putting the host back failed: {second}",
+                raise AgentError(f"{error}; and putting the host back failed: {second}",
                              f"{details}\n{getattr(second, 'details', '')}") from None
             journal["state"] = "reverted"
             _save(layout, journal)
@@ -144,7 +140,7 @@ def _serve(layout: Layout, release_id: str, args: dict[str, Any], counter: _Coun
         if not (summary and summary["directory"] == want and status["phase"] == "serving"):
             reply = call(layout.control, "reload", timeout=float(args.get("timeout", 300)))
             if not reply.ok:
-                raise _error(f"reload refused: {reply.message}", reply.details)
+                raise AgentError(f"reload refused: {reply.message}", reply.details)
     return _verify(layout, release_id, args, counter)
 
 
@@ -153,14 +149,14 @@ def _verify(layout: Layout, release_id: str, args: dict[str, Any], counter: _Cou
     python = os.path.join(want, ".venv", "bin", "python")
     status = master_status(layout)
     if status is None:
-        raise _error("the master does not answer on its control socket")
+        raise AgentError("the master does not answer on its control socket")
     counter.sample(status)
     number = status["generation"]
     generation = status.get("generations", {}).get(str(number), {})
     if generation.get("directory") != want:
-        raise _error(f"the master serves {generation.get('directory')}, not {want}")
+        raise AgentError(f"the master serves {generation.get('directory')}, not {want}")
     if generation.get("python") != python:
-        raise _error(f"the master's workers run {generation.get('python')}, not {python}")
+        raise AgentError(f"the master's workers run {generation.get('python')}, not {python}")
     _soak(layout, number, float(args.get("soak", 0)), counter)
     _ask_http(status, args.get("health_path"), args.get("health_host"),
               float(args.get("health_timeout", 5)))
@@ -180,14 +176,14 @@ def _soak(layout: Layout, number: int, seconds: float, counter: _Counter) -> Non
     deadline = time.monotonic() + seconds
     while True:
         if status is None:
-            raise _error("the master stopped answering while the release was watched")
+            raise AgentError("the master stopped answering while the release was watched")
         counter.sample(status)
         now_pids = _serving_pids(status, number)
         if status["generation"] != number:
-            raise _error(f"generation {number} stopped serving during the soak window")
+            raise AgentError(f"generation {number} stopped serving during the soak window")
         if now_pids != pids or not pids:
             gone = len(pids - now_pids)
-            raise _error(f"{gone or 'a'} worker(s) of generation {number} died within "
+            raise AgentError(f"{gone or 'a'} worker(s) of generation {number} died within "
                          f"{seconds:g}s of serving", _worker_log(layout))
         if time.monotonic() >= deadline:
             return
@@ -222,12 +218,12 @@ def _ask_http(status: dict[str, Any], path: str | None, host: str | None,
         response = connection.getresponse()
         body = response.read(2000)
     except OSError as error:
-        raise _error(f"GET {path or '/'} on {address}: {error}") from None
+        raise AgentError(f"GET {path or '/'} on {address}: {error}") from None
     finally:
         connection.close()
     failed = response.status >= 300 if path else response.status >= 500
     if failed:
-        raise _error(f"GET {path or '/'} on {address} (Host: {host or address}) answered "
+        raise AgentError(f"GET {path or '/'} on {address} (Host: {host or address}) answered "
                      f"{response.status}", body.decode(errors="replace"))
 
 
@@ -252,15 +248,13 @@ def _put_back(layout: Layout, journal: dict[str, Any], args: dict[str, Any],
     elif summary["directory"] != want or summary["phase"] != "serving":
         reply = call(layout.control, "reload", timeout=float(args.get("timeout", 300)))
         if not reply.ok:
-            raise _error(f"reload back to {before['current']} refused: {reply.message}",
+            raise AgentError(f"reload back to {before['current']} refused: {reply.message}",
                          reply.details)
     _verify(layout, before["current"], {**args, "soak": 0}, counter)
 
 
 def rollback(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     """Undo this deploy's switch on this host; a no-op if it never switched."""
-    from unbroken.deploy.agent import host_lock
-
     started = time.monotonic()
     with host_lock(layout):
         journal = _journal(layout, args["deploy_id"])
@@ -280,14 +274,12 @@ def rollback(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def confirm(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
-    from unbroken.deploy.agent import host_lock
-
     with host_lock(layout):
         journal = _journal(layout, args["deploy_id"])
         if journal is None:
             return {"confirmed": False}
         if journal["state"] != "active":
-            raise _error(f"cannot confirm: this host's switch is {journal['state']}")
+            raise AgentError(f"cannot confirm: this host's switch is {journal['state']}")
         journal["confirmed"] = True
         _save(layout, journal)
     return {"confirmed": True}
@@ -317,8 +309,6 @@ def watchdog(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     `confirm_timeout`; an unswitched host just lets the stale lease go (after its TTL),
     so a killed deploy leaves nothing locked and no host alone on a new release.
     """
-    from unbroken.deploy.agent import read_json
-
     deploy_id = args["deploy_id"]
     born = time.monotonic()
     while time.monotonic() - born < WATCHDOG_LIFETIME:
@@ -351,8 +341,6 @@ def unconfirmed(journal: dict[str, Any] | None) -> bool:
 
 
 def _expire(layout: Layout, deploy_id: str) -> None:
-    from unbroken.deploy.agent import append_history, host_lock, read_json
-
     with host_lock(layout):
         lease = read_json(layout.lease)
         if lease and lease.get("deploy_id") == deploy_id and not lease.get("diverged"):
@@ -362,8 +350,6 @@ def _expire(layout: Layout, deploy_id: str) -> None:
 
 
 def _revert(layout: Layout, deploy_id: str) -> str | None:
-    from unbroken.deploy.agent import append_history, host_lock, op_lock_diverged, read_json
-
     with host_lock(layout, wait=False) as locked:
         if not locked:
             return None  # a step is running now; look again after it
@@ -375,8 +361,7 @@ def _revert(layout: Layout, deploy_id: str) -> str | None:
         except Exception as error:
             journal["state"] = "diverged"
             _save(layout, journal)
-            op_lock_diverged(layout, {"deploy_id": deploy_id,
-                                      "reason": f"watchdog could not put back: {error}"})
+            keep_lease(layout, deploy_id, f"watchdog could not put back: {error}")
             return "diverged"
         journal["state"] = "reverted"
         _save(layout, journal)
