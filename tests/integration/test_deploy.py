@@ -450,6 +450,70 @@ local_post = "echo post $UNBROKEN_HOSTS > {tmp_path}/local_post"
         assert (host.home / "shop" / "releases" / now / "BUILT").read_text() == "built\n"
 
 
+def test_a_uv_project_deploys_from_its_lock_and_a_stale_lock_is_refused(
+        fleet: Fleet) -> None:
+    before = fleet.consistent()
+    try:
+        fleet.commits[fleet.project.use_uv_lock("v16-uv", ["six==1.17.0"])] = "v16-uv"
+        ran = fleet.deploy()
+        assert ran.code == 0, ran.stderr
+        now = fleet.consistent()
+        assert fleet.manifest(1, now)["lock"] == "uv.lock"
+        assert fleet.answers() == ["v16-uv six=1.17.0"] * 3
+        # the pins change, the lock does not: `uv sync --locked` refuses on every host
+        fleet.commits[fleet.project.use_uv_lock("v17-stale", ["six==1.16.0"], lock=False)] = \
+            "v17-stale"
+        stale = fleet.deploy()
+        assert stale.code == 1, stale.stderr
+        for host in fleet.lab.hosts:
+            assert f"{host.alias}: prepare failed" in stale.stderr
+        assert "uv lock" in stale.stderr  # uv's own hint, quoted
+        assert fleet.consistent() == now
+    finally:
+        fleet.project.drop_uv_lock()
+        fleet.commits[fleet.project.commit("v18")] = "v18"
+    assert before != now
+
+
+def test_a_host_that_hangs_mid_step_fails_the_deploy_within_seconds(fleet: Fleet) -> None:
+    """Every process of h2 (its sshd session, the agent) freezes while it prepares: the
+    keepalives (1 s x 3) find it; the other hosts are cleaned up and nothing switched."""
+    before = fleet.consistent()
+    fleet.project.write_config(extra='[hooks]\nbuild = "sleep 3"\n')
+    fleet.commits[fleet.project.commit("v19")] = "v19"
+    process = fleet.deploy_background("--json")
+    events: list[dict[str, Any]] = []
+    hung_at = 0.0
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            events.append(json.loads(line))
+            if events[-1] == {**events[-1], "event": "step", "step": "prepare", "host": "h2",
+                              "phase": "start"}:
+                time.sleep(0.5)
+                fleet.lab.hang_sessions(2)
+                hung_at = time.monotonic()
+        process.communicate(timeout=DEPLOY_BUDGET)
+        took = time.monotonic() - hung_at
+    finally:
+        fleet.lab.resume_sessions(2)
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+        fleet.project.write_config()
+        fleet.commits[fleet.project.commit("v19-plain")] = "v19-plain"
+    assert process.returncode == 1, events[-2:]
+    assert took < 15, took
+    assert "h2: prepare:" in events[-1]["message"]
+    assert "connection lost" in events[-1]["message"] or "no answer" in events[-1]["message"]
+    for i in (1, 3):  # their unused release is gone (h2's goes at its next prepare)
+        assert events[0]["release"] not in fleet.releases_on(i)
+    deadline = time.monotonic() + 40  # h2's own watchdog lets its stale lease go (ttl 10)
+    while time.monotonic() < deadline and fleet.status()[1]["lease"] is not None:
+        time.sleep(1)
+    assert fleet.consistent() == before
+
+
 def test_lock_status_and_release(fleet: Fleet) -> None:
     lease = fleet.lab.host(2).home / "shop" / ".unbroken" / "lease.json"
     fleet.lab.run_as(2, ["sh", "-c", f"cat > {lease}"], input=json.dumps(

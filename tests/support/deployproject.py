@@ -75,6 +75,13 @@ class Ran:
         return events[-1] if events and events[-1].get("event") == "summary" else {}
 
 
+def uv() -> list[str]:
+    """The uv of the deploy extra, as the tests' own tool."""
+    from uv import find_uv_bin
+
+    return [find_uv_bin()]
+
+
 class Project:
     """A git repository in `root/project` whose commits are the releases."""
 
@@ -146,6 +153,26 @@ class Project:
         self._git("add", "app.py", "requirements.txt")
         self._git("commit", "-q", "--allow-empty", "-m", version)
         return self._git("rev-parse", "HEAD").strip()
+
+    def use_uv_lock(self, version: str, dependencies: list[str], *, lock: bool = True) -> str:
+        """Make the release a uv project: pyproject.toml, and uv.lock from `uv lock` run
+        here (lock=False leaves the previous uv.lock: stale when the pins changed)."""
+        deps = ", ".join(f'"{d}"' for d in dependencies)
+        (self.root / "pyproject.toml").write_text(
+            f'[project]\nname = "shop"\nversion = "0"\nrequires-python = ">=3.11"\n'
+            f"dependencies = [{deps}]\n")
+        if lock:
+            subprocess.run([*uv(), "lock", "--quiet"], cwd=self.root, check=True,
+                           timeout=120)
+        self._git("add", "pyproject.toml", "uv.lock")
+        (self.root / "app.py").write_text(APP.format(version=version, fail_import=False,
+                                                      crash_after=0.0, import_delay=0.0))
+        self._git("add", "app.py")
+        self._git("commit", "-q", "-m", version)
+        return self._git("rev-parse", "HEAD").strip()
+
+    def drop_uv_lock(self) -> None:
+        self._git("rm", "-q", "pyproject.toml", "uv.lock")
 
     def tag(self, name: str) -> None:
         self._git("tag", name)
