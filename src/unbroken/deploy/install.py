@@ -4,8 +4,8 @@ dependencies into its own venv with uv, run the build hook, then write the manif
 Traffic is not touched. The manifest is written last, so a prepare cut off anywhere
 leaves a folder without one, which nothing ever serves and the next prepare removes.
 Each release gets its own `.venv`, built in its final place (a venv records absolute
-paths), from uv's cache on the same filesystem, so its files are hard links (0.04 s
-warm, measured in ../shared/DEPLOY.md §0), and a rollback needs no network.
+paths), from uv's cache on the same filesystem, so its files are hard links and a
+second venv costs little disk, and a rollback needs no network.
 """
 
 from __future__ import annotations
