@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from unbroken.control.protocol import Reply, Request, decode_reply
+from unbroken.control.trust import peer_uid, server_problem
 
 
 class ControlUnavailable(ConnectionError):
@@ -23,6 +25,10 @@ def replies(path: str, command: str, timeout: float | None = None,
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         raise ControlUnavailable(f"no unbroken service at {path}") from None
+    problem = server_problem(path, peer_uid(sock), os.geteuid())
+    if problem is not None:  # an impostor's "ok" must never reach the caller
+        sock.close()
+        raise ControlUnavailable(problem)
     with sock, sock.makefile("rb") as stream:
         sock.sendall(Request(command, arguments).encode())
         for line in stream:

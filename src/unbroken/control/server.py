@@ -1,9 +1,11 @@
 """The control socket, served inside the master's single-threaded loop.
 
 Security (shared/HTTP-HARDENING.md §6): a file socket in a directory of mode
-0700, created under umask 077 (no chmod-after-bind window), a live socket is
-never stolen, and every peer's uid is checked with SO_PEERCRED: only our own uid
-or root may control the service. Mutating commands are logged with the peer.
+0700 that is ours and that nobody else can write (control/trust.py: an existing
+one that is not is refused), created under umask 077 (no chmod-after-bind window),
+a live socket is never stolen, and every peer's uid is checked with SO_PEERCRED:
+only our own uid or root may control the service. Mutating commands are logged
+with the peer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from unbroken.control.protocol import (
     decode_request,
     result,
 )
+from unbroken.control.trust import directory_problem, path_problem
 from unbroken.sockets import AddressError, remove_stale_unix_socket
 
 log = logging.getLogger("unbroken.control")
@@ -104,9 +107,17 @@ class ControlServer:
         self.listener: socket.socket | None = None
         self.connections: set[ControlConnection] = set()
 
-    def open(self) -> None:
+    def check(self) -> None:
+        """Refuse a directory that is not ours alone, or a non-socket at the path, before
+        anything else is opened (so the refusal is the only thing said)."""
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        problem = directory_problem(directory, os.geteuid()) or path_problem(self.path)
+        if problem is not None:
+            raise AddressError(problem)
+
+    def open(self) -> None:
+        self.check()
         try:
             remove_stale_unix_socket(self.path)
         except AddressError:

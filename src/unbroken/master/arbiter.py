@@ -174,6 +174,7 @@ class Master:
     def _open(self) -> None:
         if self.config.umask is not None:
             os.umask(self.config.umask)  # before binding: it sets unix sockets' modes
+        self.control.check()
         self.sockets.open(self.config.bind)
         self.sockets.give_to(self.config.user, self.config.group)
         self.control.open()
