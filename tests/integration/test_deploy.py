@@ -514,6 +514,30 @@ def test_a_host_that_hangs_mid_step_fails_the_deploy_within_seconds(fleet: Fleet
     assert fleet.consistent() == before
 
 
+def test_max_fail_lets_one_host_go_back_alone_when_asked(fleet: Fleet) -> None:
+    """max_fail = 1 opts out of all-or-nothing: h3's failed switch is put back on its
+    own, the others keep the new release, and the summary names h3."""
+    before = fleet.consistent()
+    fleet.project.write_config(batches="[1]", max_fail=1)
+    fleet.project.shared_env(3, "BREAK_HERE=1\n")
+    try:
+        fleet.commits[fleet.project.commit("v20-crashes", crash_after=1.0)] = "v20-crashes"
+        ran = fleet.deploy("--json")
+    finally:
+        fleet.project.shared_env(3, "APP_MODE=test\n")
+    assert ran.code == 0, ran.stdout[-3000:]
+    summary = ran.events()[-1]
+    assert summary["message"] == "h3 failed within max_fail and serve(s) the previous release"
+    rows = {row["host"]: row for row in fleet.status()}
+    assert rows["h1"]["current"] == rows["h2"]["current"] != before
+    assert rows["h3"]["current"] == before and rows["h3"]["master"]["release"] == before
+    fleet.project.write_config()
+    fleet.commits[fleet.project.commit("v21")] = "v21"
+    healed = fleet.deploy()  # and the next deploy brings the fleet together again
+    assert healed.code == 0, healed.stderr
+    fleet.consistent()
+
+
 def test_lock_status_and_release(fleet: Fleet) -> None:
     lease = fleet.lab.host(2).home / "shop" / ".unbroken" / "lease.json"
     fleet.lab.run_as(2, ["sh", "-c", f"cat > {lease}"], input=json.dumps(

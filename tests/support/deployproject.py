@@ -108,7 +108,7 @@ class Project:
                               capture_output=True, text=True, timeout=60).stdout
 
     def write_config(self, batches: str = '[1, "50%"]', soak: str = "2",
-                     extra: str = "") -> None:
+                     extra: str = "", max_fail: int = 0) -> None:
         hosts = ", ".join(f'"{h.alias}"' for h in self.lab.hosts)
         (self.root / "deploy.toml").write_text(textwrap.dedent(f"""\
             app = "shop"
@@ -131,6 +131,7 @@ class Project:
 
             [rollout]
             batches = {batches}
+            max_fail = {max_fail}
             confirm_timeout = 20
             soak = {soak}
 

@@ -494,13 +494,18 @@ class Deployer:
             await self.all_or_fail(self.targets, lambda t: self.check(t, release.id))
             await self.once(self.targets[0], release.id)
             await self.roll_out(release.id)
-            await self.all_or_fail(self.targets, lambda t: self.call(
-                t, "confirm", "confirm", deploy_id=self.deploy_id))
+            await self.all_or_fail([t for t in self.targets if not t.failed],
+                                   lambda t: self.call(t, "confirm", "confirm",
+                                                       deploy_id=self.deploy_id))
         except (DeployError, asyncio.CancelledError) as error:
             return await self.fail(error, release.id)
-        await self.finish(release.id, "ok", "")
+        # within max_fail: those hosts went back alone, and the deploy says so
+        behind = [t.name for t in self.targets if t.failed]
+        message = f"{', '.join(behind)} failed within max_fail and serve(s) the previous " \
+            "release" if behind else ""
+        await self.finish(release.id, "ok" if not behind else "partial", message)
         await self.local_hook("local_post", self.config.hooks.local_post, release.id)
-        self.summary(0, "")
+        self.summary(0, message)
         return 0
 
     async def fail(self, error: BaseException, release_id: str) -> int:
