@@ -61,9 +61,22 @@ class Retire:
     reason: str
 
 
-WorkerMessage = Ready | BootFailed | Heartbeat | Retire
+@dataclass(frozen=True)
+class Cut:
+    """Sent once, after the drain and before exit: requests still running at the
+    graceful deadline, whose clients got no (or a truncated) response. `samples`
+    describes the first few ("GET /slow after 1.0s"); `count` is all of them."""
+
+    count: int
+    samples: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", tuple(self.samples))
+
+
+WorkerMessage = Ready | BootFailed | Heartbeat | Retire | Cut
 _TYPES: dict[str, type[WorkerMessage]] = {
-    cls.__name__: cls for cls in (Ready, BootFailed, Heartbeat, Retire)
+    cls.__name__: cls for cls in (Ready, BootFailed, Heartbeat, Retire, Cut)
 }
 
 

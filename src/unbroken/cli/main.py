@@ -239,12 +239,15 @@ def history(arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps(reloads, indent=2))
         return EXIT_OK
-    print(f"{'STARTED':<19} {'SECONDS':>8} {'OUTCOME':<11} {'BEFORE':>6} {'AFTER':>6}  REASON")
+    print(f"{'STARTED':<19} {'SECONDS':>8} {'OUTCOME':<11} {'BEFORE':>6} {'AFTER':>6} "
+          f"{'CUT':>5}  REASON")
     for entry in reloads:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["started_at"]))
+        # "+": old workers were still draining when last written, so more may be cut.
+        cut = f"{entry.get('cut', 0)}{'+' if entry.get('draining') else ''}"
         print(f"{started:<19} {entry['seconds']:>8.2f} {entry['outcome']:<11} "
-              f"{entry['generation_before']!s:>6} {entry['generation_after']!s:>6}  "
-              f"{entry['reason']}")
+              f"{entry['generation_before']!s:>6} {entry['generation_after']!s:>6} "
+              f"{cut:>5}  {entry['reason']}")
     return EXIT_OK
 
 

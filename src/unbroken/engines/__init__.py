@@ -85,7 +85,8 @@ class Engine(Protocol):
         """Stop accepting, finish in-flight work, close keep-alive connections
         only after a `Connection: close` response or their idle timeout; return
         when every connection is closed or the monotonic `deadline` passed (then
-        whatever is left is closed)."""
+        whatever is left is closed, and the requests that cut are left in a
+        `cut_requests` list, which the worker reports; see observability/cuts.py)."""
         ...
 
     def reopen_logs(self) -> None: ...

@@ -39,7 +39,7 @@ import enum
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, cast
 
 from unbroken.engines import EngineSettings
@@ -71,6 +71,7 @@ from unbroken.http.response import (
     encode_chunk,
     error_response,
 )
+from unbroken.observability.cuts import CutRequest
 from unbroken.observability.latency import ResponseStats
 
 # Unread request body (or queued pipelined bytes) above which we stop reading.
@@ -687,6 +688,8 @@ class ConnectionServer:
         self.capacity = capacity
         self.response_stats = ResponseStats()  # status classes and latency, for metrics
         self.draining = False
+        # Requests still running when the drain deadline passed (set by `drain`).
+        self.cut: list[CutRequest] = []
         self._dates = DateCache()
         self._acceptors: list[Acceptor] = []
         self._connections: set[HTTPConnection] = set()
@@ -788,6 +791,8 @@ class ConnectionServer:
         # drain may not have reached connection_made yet, and exiting then would
         # reset a client whose request is already on its way.
         await self._wait_all_closed(deadline)
+        # Looked at once, here, where they are ended: nothing on the request path.
+        self.cut = still_running(self._connections, time.time())
         handshakes = [c.end_at_deadline() for c in list(self._connections)]
         if any(handshakes):
             await self._wait_all_closed(time.monotonic() + CLOSE_HANDSHAKE_TIMEOUT)
@@ -804,6 +809,22 @@ class ConnectionServer:
                 await asyncio.wait_for(self._all_closed.wait(), timeout=max(remaining, 0))
             except TimeoutError:
                 pass
+
+
+def still_running(connections: Iterable[HTTPConnection], now: float) -> list[CutRequest]:
+    """The requests an abort now would cut: begun and not answered in full, oldest first.
+
+    Not counted: a response already ended (a lingering close), an upgraded stream
+    (it gets its own closing handshake), a head still arriving or a pipelined request
+    not yet started: none of them is a request the application is running.
+    """
+    running = [connection.current for connection in connections
+               if connection.current is not None and not connection.current.finished
+               and connection.phase is Phase.ACTIVE]
+    return [CutRequest(exchange.head.method.decode("latin-1"),
+                       exchange.head.target.decode("latin-1").partition("?")[0],
+                       max(now - exchange.started, 0.0))
+            for exchange in sorted(running, key=lambda exchange: exchange.started)]
 
 
 def _consume_result(task: asyncio.Task[None]) -> None:
@@ -834,6 +855,11 @@ class CoreCounters:
     @property
     def connections(self) -> int:
         return self._server.connections
+
+    @property
+    def cut_requests(self) -> list[CutRequest]:
+        """After `drain`: the requests its deadline cut (the worker reports them)."""
+        return self._server.cut
 
 
 class WriteBackPressure:

@@ -48,7 +48,8 @@ from unbroken.master.pool import (
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.master.systemd import Notifier
-from unbroken.messages import BootFailed, Heartbeat, Ready, Retire, WorkerMessage
+from unbroken.messages import BootFailed, Cut, Heartbeat, Ready, Retire, WorkerMessage
+from unbroken.observability.cuts import CutOwner, cut_owner, serving_message
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
 from unbroken.observability.metrics import restart_cause
@@ -101,6 +102,7 @@ class Rollout:
     started_at: float
     waiters: list[ControlConnection] = field(default_factory=list)
     started_wall: float = field(default_factory=time.time)  # for the reload history
+    cut: int = 0  # requests old workers it drained cut, reported before it completed
 
 
 class Master:
@@ -132,6 +134,9 @@ class Master:
         self.command = self._command(config)
         self.probes: dict[int, HTTPProbe] = {}
         self.drain_at: float | None = None  # graceful stop: when workers are told to drain
+        # Reload entries written while the generation they replaced still drains, by
+        # that generation: amended as its workers exit (observability/cuts.py).
+        self.replaced: dict[int, ReloadEntry] = {}
         self.systemd = Notifier()
         self.observatory = Observatory(
             self.control.path, self.selector, lambda: self.phase.value,
@@ -349,6 +354,11 @@ class Master:
         elif isinstance(message, Retire) and not worker.retiring:
             log.info("worker %d asks to be replaced: %s", worker.pid, message.reason)
             worker.retiring = True
+        elif isinstance(message, Cut):
+            log.warning("worker %d (generation %d) cut %d request(s) at --graceful-timeout: %s",
+                        worker.pid, worker.generation, message.count, ", ".join(message.samples))
+            worker.cut += message.count
+            self.observatory.requests_cut(message.count)
 
     def _probe(self, worker: Worker, message: Ready) -> None:
         """A --cmd worker said it is up: ask its private socket for --health-path."""
@@ -393,6 +403,7 @@ class Master:
             if worker.exit_status() is None:
                 continue
             del self.workers[worker.id]
+            self._read_last_words(worker)
             try:
                 self.selector.unregister(worker.channel.sock)
             except (KeyError, ValueError):
@@ -402,7 +413,33 @@ class Master:
             self.observatory.worker_exited(worker.stats, restart_cause(
                 worker.state.value, self.phase is Phase.STOPPING, worker.kill_reason))
             self._on_exit(worker, worker.state)
+            self._account_cut(worker)
             self._release_sockets()
+
+    def _read_last_words(self, worker: Worker) -> None:
+        """Read the `Cut` report a worker sends just before it exits: its exit may be
+        seen before the select that would have read it. Only that message: anything
+        else unread at exit is ignored, as it always was."""
+        for _ in range(16):  # bounded: everything it wrote is already in our buffer
+            messages = worker.channel.read()
+            if not messages:
+                return
+            for message in messages:
+                if isinstance(message, Cut):
+                    self._on_message(worker, message)
+
+    def _account_cut(self, worker: Worker) -> None:
+        """Fold an exited worker's cut requests into the reload that drained it."""
+        rolling_from = self.serving if self.rollout is not None else None
+        owner = cut_owner(worker.generation, self.replaced, rolling_from)
+        if owner is CutOwner.ROLLOUT and self.rollout is not None:
+            self.rollout.cut += worker.cut
+        elif owner is CutOwner.REPLACING_RELOAD:
+            entry = self.replaced.pop(worker.generation)
+            updated = entry.after_worker_drained(worker.cut)
+            self.observatory.reload_amended(entry, updated)
+            if updated.draining:
+                self.replaced[worker.generation] = updated
 
     def _release_sockets(self) -> None:
         """Close binds removed by a reload once no worker that listens on them is left."""
@@ -527,11 +564,17 @@ class Master:
         self.phase = Phase.SERVING
         log.info("generation %d serving (was %s), rolled out in %.2fs", number, previous, took)
         self.systemd.ready(f"generation {number} serving, {self.desired} worker(s)")
+        # The old workers start draining in this same tick, so what they cut usually
+        # arrives after this reply: the entry is amended then (see _account_cut).
+        draining = sum(1 for w in self.workers.values() if w.generation == previous)
         if previous is not None:
-            self._record_reload(rollout, "ok", previous, number, "")
+            entry = self._record_reload(rollout, "ok", previous, number, "", draining)
+            if draining:
+                self.replaced[previous] = entry
         for waiter in rollout.waiters:
-            waiter.send(result(True, f"generation {number} serving", generation=number,
-                               previous=previous, seconds=round(took, 3)))
+            waiter.send(result(True, serving_message(number, rollout.cut), generation=number,
+                               previous=previous, seconds=round(took, 3), cut=rollout.cut,
+                               draining=draining))
         self._forget_unused_generations()
         self._start_queued()
 
@@ -559,10 +602,12 @@ class Master:
         self._start_queued()
 
     def _record_reload(self, rollout: Rollout, outcome: str, before: int | None,
-                       after: int | None, reason: str) -> None:
-        self.observatory.reload_ended(ReloadEntry(
+                       after: int | None, reason: str, draining: int = 0) -> ReloadEntry:
+        entry = ReloadEntry(
             rollout.started_wall, round(time.monotonic() - rollout.started_at, 3), outcome,
-            before, after, rollout.generation, reason))
+            before, after, rollout.generation, reason, cut=rollout.cut, draining=draining)
+        self.observatory.reload_ended(entry)
+        return entry
 
     def _start_queued(self) -> None:
         if self.queued_waiters is not None and self.phase is not Phase.STOPPING:

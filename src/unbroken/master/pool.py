@@ -53,6 +53,7 @@ class Worker:
     retiring: bool = False
     kill_reason: str | None = None
     boot_failure: BootFailed | None = None
+    cut: int = 0  # requests it reported cut at --graceful-timeout (a `Cut` message)
     stats: Heartbeat = field(default_factory=lambda: Heartbeat(0, 0, 0, 0))
     # Programs started with --cmd: drained with their own signal, no heartbeats, and
     # maybe a private socket for the master's HTTP probe (master/probe.py).

@@ -9,8 +9,9 @@ Rules this module keeps:
 3. A missing or unreadable file is an empty history, logged, never a startup failure:
    history is an aid, not something the service depends on.
 
-The write happens in the master's loop, once per reload; the file is a few KiB at
-most, so it costs far less than the reload itself.
+The write happens in the master's loop, once per reload and once more per old worker
+as it finishes draining (`replace`, see observability/cuts.py); the file is a few KiB
+at most, so it costs far less than the reload itself.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import os
 import tempfile
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 log = logging.getLogger("unbroken.history")
@@ -37,6 +38,14 @@ class ReloadEntry:
     generation_after: int | None  # the generation serving afterwards
     target: int  # the generation the reload tried to roll out
     reason: str = ""
+    # Requests of the old generation still running at --graceful-timeout, cut. Final
+    # once `draining` is 0: the old workers still to finish draining when last written.
+    cut: int = 0
+    draining: int = 0
+
+    def after_worker_drained(self, cut: int) -> ReloadEntry:
+        """This entry once one more old worker has exited, having cut `cut` requests."""
+        return replace(self, cut=self.cut + cut, draining=max(self.draining - 1, 0))
 
 
 def history_path(control_path: str) -> str:
@@ -61,6 +70,16 @@ class ReloadHistory:
     def add(self, entry: ReloadEntry) -> None:
         self.entries.append(entry)
         self._save()
+
+    def replace(self, old: ReloadEntry, new: ReloadEntry) -> bool:
+        """Put `new` where `old` is (the very object, not an equal one); False when
+        `old` is no longer kept (pushed out by MAX_RECORDS newer reloads)."""
+        for index, entry in enumerate(self.entries):
+            if entry is old:
+                self.entries[index] = new
+                self._save()
+                return True
+        return False
 
     def as_json(self) -> list[dict[str, Any]]:
         return [asdict(entry) for entry in self.entries]

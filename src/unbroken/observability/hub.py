@@ -1,6 +1,7 @@
 """The one object the master calls for history, readiness and metrics.
 
-The master stays readable: it reports facts (`reload_ended`, `worker_exited`) and
+The master stays readable: it reports facts (`reload_ended`, `worker_exited`,
+`requests_cut`) and
 gives two read-only views (its phase, its workers' last heartbeats); everything
 else, including the two HTTP endpoints inside its loop, lives here.
 """
@@ -57,6 +58,13 @@ class Observatory:
 
     def worker_exited(self, stats: Heartbeat, cause: str | None) -> None:
         self.book.worker_gone(stats, cause)
+
+    def requests_cut(self, count: int) -> None:
+        self.book.requests_cut += count
+
+    def reload_amended(self, old: ReloadEntry, new: ReloadEntry) -> None:
+        """A written entry learnt more (its old workers' cuts): not a new reload."""
+        self.history.replace(old, new)
 
     def _ready(self, path: str) -> Answer:
         status, body = readiness(self.phase())

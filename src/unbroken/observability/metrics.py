@@ -45,6 +45,7 @@ class MetricsBook:
     reload_counts: list[int] = field(default_factory=lambda: [0] * (len(RELOAD_BUCKETS) + 1))
     reload_sum: float = 0.0
     restarts: dict[str, int] = field(default_factory=dict)
+    requests_cut: int = 0  # by --graceful-timeout, as workers report before exiting
 
     def worker_gone(self, stats: Heartbeat, cause: str | None) -> None:
         _add_stats(self.statuses, self.latency_counts, stats)
@@ -126,5 +127,9 @@ def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
                  "Workers replaced after an unplanned exit, by cause.",
                  (f'unbroken_worker_restarts_total{{cause="{cause}"}} {count}'
                   for cause, count in sorted(book.restarts.items()))),
+        *_family("unbroken_requests_cut_total", "counter",
+                 "Requests still running at --graceful-timeout, whose clients got no "
+                 "complete response.",
+                 [f"unbroken_requests_cut_total {book.requests_cut}"]),
     ]
     return "\n".join(lines) + "\n"

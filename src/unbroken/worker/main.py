@@ -35,6 +35,7 @@ from unbroken.messages import (
     WorkerMessage,
     encode,
 )
+from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
 from unbroken.worker.loader import AppNotFound, load_app
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -163,6 +164,17 @@ class WorkerRuntime:
         await self.stop_requested.wait()
         stop_beating.set()
         await self.engine.drain(time.monotonic() + self.drain_timeout)
+        self._report_cut(getattr(self.engine, "cut_requests", []))
+
+    def _report_cut(self, requests: list[CutRequest]) -> None:
+        """Say what the graceful deadline cut, in our log and to the master, before we
+        exit: otherwise a client's empty reply would be its only trace (issue 12)."""
+        spec = self.spec
+        for line in cut_log_lines(requests, os.getpid(), spec.worker, spec.generation):
+            log.warning("%s", line)
+        report = cut_report(requests)
+        if report is not None and self.exit_code is not WorkerExit.ORPHANED:
+            self.channel.send(report)
 
     def _install_signals(self) -> None:
         self.loop.add_signal_handler(signal.SIGTERM, self._drain, self.spec.graceful_timeout)

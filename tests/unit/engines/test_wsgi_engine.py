@@ -367,6 +367,7 @@ def test_drain_lets_the_in_flight_request_finish_with_connection_close() -> None
         assert is_closed(client)
         drained.join(3)
         assert not drained.is_alive()
+        assert server.engine.cut_requests == []  # it finished: nothing was cut
 
 
 def test_drain_stops_accepting_but_keeps_idle_connections_until_their_next_response() -> None:
@@ -404,11 +405,14 @@ def test_drain_returns_at_the_deadline_and_closes_what_is_left() -> None:
         return [b"too late"]
 
     with serve(app, threads=4) as server, server.connect() as client:
-        client.sendall(get())
+        client.sendall(get("/late?token=secret"))
         time.sleep(0.1)
         took = server.drain(0.3)
         assert 0.25 < took < 0.8
         assert is_closed(client)
+        # What the worker reports as cut: the path without its query, and its age.
+        [cut] = server.engine.cut_requests
+        assert (cut.method, cut.path) == ("GET", "/late") and 0.3 < cut.age < 1.0
 
 
 def test_inline_drain_begins_when_the_request_returns_and_loses_nothing() -> None:
