@@ -53,6 +53,7 @@ from unbroken.observability.cuts import CutOwner, cut_owner, serving_message
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
 from unbroken.observability.metrics import restart_cause
+from unbroken.rollout.crashloop import STABLE_AFTER, CrashLoop, after_death, settle
 from unbroken.rollout.lifecycle import WorkerState
 from unbroken.rollout.planner import (
     Action,
@@ -127,6 +128,7 @@ class Master:
         self.next_worker_id = 1
         self.boot_failures = 0
         self.spawn_not_before = 0.0
+        self.crash_loop = CrashLoop()  # serving workers that die soon after Ready
         self.stop_deadline: float | None = None
         self.stop_waiters: list[ControlConnection] = []
         self.startup_failure: StartupFailed | None = None
@@ -216,6 +218,7 @@ class Master:
         for signum in self.signals.pop_all():
             self._on_signal(signum)
         self._reap()
+        self._settle_crash_loop()
         self._check_ready_after()
         self._check_touch_file()
         self.observatory.sweep(time.monotonic())
@@ -254,7 +257,8 @@ class Master:
         """During a reload a failure aborts it, so only steady-state respawns back off."""
         if self.rollout is not None:
             return True
-        return now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES
+        return now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES \
+            and self.crash_loop.allows_spawn(now)
 
     def _perform(self, action: Action) -> None:
         if isinstance(action, SpawnWorker):
@@ -475,6 +479,37 @@ class Master:
                       worker.kill_reason or how)
             if self.rollout is not None and worker.generation == self.rollout.generation:
                 self._abort_rollout(f"worker {worker.pid} died while rolling out: {how}", "")
+            elif worker.generation == self.serving and worker.ready_at is not None:
+                self._on_serving_death(worker, time.monotonic())
+
+    def _on_serving_death(self, worker: Worker, now: float) -> None:
+        """Count a death soon after Ready toward the crash loop's back-off (one line)."""
+        assert worker.ready_at is not None
+        ready_for = now - worker.ready_at
+        self.crash_loop = after_death(self.crash_loop, ready_for, now)
+        loop = self.crash_loop
+        if loop.deaths == 0:
+            return  # it had served long enough: an ordinary crash, replaced at once
+        if loop.gave_up:
+            log.error("generation %d: %d workers died within %.0fs of Ready in a row; not "
+                      "respawning until the next reload or scale (what serves keeps serving)",
+                      worker.generation, loop.deaths, STABLE_AFTER)
+        else:
+            log.error("generation %d: worker died %.1fs after Ready (%d in a row); next "
+                      "spawn in %.1fs", worker.generation, ready_for, loop.deaths,
+                      loop.backoff())
+        self.observatory.crash_loop(loop.deaths, loop.gave_up)
+
+    def _settle_crash_loop(self) -> None:
+        if not self.crash_loop.deaths:
+            return
+        ready = [w.ready_at for w in self.workers.values() if w.ready_at is not None
+                 and w.generation == self.serving and w.state is WorkerState.READY]
+        self.crash_loop = settle(self.crash_loop, time.monotonic(), min(ready, default=None))
+        if not self.crash_loop.deaths:
+            log.info("generation %s has served %.0fs without an early death: crash loop over",
+                     self.serving, STABLE_AFTER)
+            self.observatory.crash_loop(0, False)
 
     def _on_boot_failure(self, generation: int, reason: str, details: str) -> None:
         if self.rollout is not None and generation == self.rollout.generation:
@@ -540,6 +575,7 @@ class Master:
         return None
 
     def _start_rollout(self, waiters: list[ControlConnection]) -> None:
+        self._reset_crash_loop()
         number = max(self.generations, default=0) + 1
         directory = os.path.realpath(self.config.chdir or os.getcwd())
         self.generations[number] = Generation(number, directory, time.monotonic(),
@@ -705,6 +741,13 @@ class Master:
         log.info("scaling from %d to %d worker(s)", self.desired, workers)
         self.desired = workers
         self.boot_failures = 0
+        self._reset_crash_loop()
+
+    def _reset_crash_loop(self) -> None:
+        """A reload or a scale asks again: whatever gave up gets another try."""
+        if self.crash_loop.deaths:
+            self.crash_loop = CrashLoop()
+            self.observatory.crash_loop(0, False)
 
     def _on_fifo(self, command: str) -> None:
         if command == "reload":
@@ -773,6 +816,7 @@ class Master:
             "desired": self.desired,
             "binds": [describe_listener(s) for s in self.sockets.current],
             "python": sys.executable,
+            "crash_loop": self.crash_loop.describe(now),
             # What each live generation was resolved to: a deploy checks that the one
             # serving is the release it switched to, not merely "a new one".
             "generations": {

@@ -59,6 +59,9 @@ class Observatory:
     def worker_exited(self, stats: Heartbeat, cause: str | None) -> None:
         self.book.worker_gone(stats, cause)
 
+    def crash_loop(self, deaths: int, gave_up: bool) -> None:
+        self.book.crash_loop_deaths, self.book.crash_loop_gave_up = deaths, gave_up
+
     def requests_cut(self, count: int) -> None:
         self.book.requests_cut += count
 

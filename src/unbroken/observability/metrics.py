@@ -46,6 +46,8 @@ class MetricsBook:
     reload_sum: float = 0.0
     restarts: dict[str, int] = field(default_factory=dict)
     requests_cut: int = 0  # by --graceful-timeout, as workers report before exiting
+    crash_loop_deaths: int = 0  # serving workers that died soon after Ready, in a row
+    crash_loop_gave_up: bool = False
 
     def worker_gone(self, stats: Heartbeat, cause: str | None) -> None:
         _add_stats(self.statuses, self.latency_counts, stats)
@@ -131,5 +133,11 @@ def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
                  "Requests still running at --graceful-timeout, whose clients got no "
                  "complete response.",
                  [f"unbroken_requests_cut_total {book.requests_cut}"]),
+        *_family("unbroken_crash_loop_deaths", "gauge",
+                 "Serving workers that died soon after Ready, in a row (0: no crash loop).",
+                 [f"unbroken_crash_loop_deaths {book.crash_loop_deaths}"]),
+        *_family("unbroken_crash_loop_gave_up", "gauge",
+                 "1 while no worker is respawned until the next reload or scale.",
+                 [f"unbroken_crash_loop_gave_up {int(book.crash_loop_gave_up)}"]),
     ]
     return "\n".join(lines) + "\n"
