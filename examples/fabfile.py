@@ -3,10 +3,9 @@
 
 Put it beside deploy.toml (or [tool.unbroken.deploy] in pyproject.toml) and run:
 
-    fab deploy                  # HEAD
-    fab deploy --ref v1.4.2
-    fab rollback
+    fab deploy                  # HEAD; `--ref` names a tag or commit
     fab status
+    fab rollback
 
 The task's exit code is the deploy's (0 done, 1 nothing switched, 3 every host rolled
 back, 4 a host could not be rolled back, 75 another deploy holds the lock), so CI can

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,16 +47,40 @@ class Fleet:
 
     def deploy(self, *arguments: str, timeout: float = DEPLOY_BUDGET) -> Ran:
         started = time.monotonic()
-        finished = subprocess.run([sys.executable, "-m", "unbroken", "deploy", *arguments],
+        # `unbroken deploy ...` exactly as the docs write it: the installed command
+        finished = subprocess.run(["unbroken", "deploy", *arguments],
                                   cwd=self.project.root, capture_output=True, text=True,
                                   timeout=timeout)
         return Ran(finished.returncode, finished.stdout, finished.stderr,
                    time.monotonic() - started)
 
     def deploy_background(self, *arguments: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "unbroken", "deploy", *arguments],
+        return subprocess.Popen(["unbroken", "deploy", *arguments],
                                 cwd=self.project.root, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def deploy_acting(self, on: dict[str, str], act: Callable[[subprocess.Popen[str]], None],
+                      *arguments: str) -> Ran:
+        """`deploy --json` in the background; `act` once, at the first event that has
+        every item of `on` (a fault injected at that moment of the deploy)."""
+        started = time.monotonic()
+        process = self.deploy_background("--json", *arguments)
+        lines: list[str] = []
+        acted = False
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                if not acted and json.loads(line).items() >= on.items():
+                    acted = True
+                    act(process)
+            _, err = process.communicate(timeout=DEPLOY_BUDGET)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
+        assert acted, "".join(lines[-3:])
+        return Ran(process.returncode, "".join(lines), err, time.monotonic() - started)
 
     def status(self) -> list[dict[str, Any]]:
         ran = self.deploy("status", "--json")
@@ -309,17 +333,8 @@ def test_a_killed_deploy_is_put_back_by_the_hosts_themselves(fleet: Fleet) -> No
     h1's watchdog puts it back once the lease goes silent (confirm_timeout 20 s)."""
     before = fleet.consistent()
     fleet.commits[fleet.project.commit("v9")] = "v9"
-    process = fleet.deploy_background("--json")
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            event = json.loads(line)
-            if event["event"] == "step" and event["step"] == "switch" \
-                    and event["host"] == "h1" and event["phase"] == "end":
-                break
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        process.communicate(timeout=10)
+    fleet.deploy_acting({"event": "step", "step": "switch", "host": "h1", "phase": "end"},
+                        lambda process: os.killpg(process.pid, signal.SIGKILL))
     assert fleet.status()[0]["current"] != before  # h1 alone on the new release
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -368,6 +383,10 @@ def test_the_example_fabfile_deploys_and_reports(fleet: Fleet) -> None:
                             text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[0].startswith(f"h1: {now} (generation ")
+    back = subprocess.run(["fab", "rollback"], cwd=fleet.project.root, capture_output=True,
+                          text=True, timeout=DEPLOY_BUDGET)
+    assert back.returncode == 0, back.stderr
+    assert fleet.consistent() == before
 
 
 def test_a_link_cut_during_a_switch_is_rolled_back_fleet_wide(fleet: Fleet) -> None:
@@ -376,24 +395,16 @@ def test_a_link_cut_during_a_switch_is_rolled_back_fleet_wide(fleet: Fleet) -> N
     again, waits for the switch to end, undoes it, and rolls h1 back too."""
     before = fleet.consistent()
     fleet.commits[fleet.project.commit("v13", import_delay=0.5)] = "v13"
+    def cut_link(_: subprocess.Popen[str]) -> None:
+        time.sleep(0.3)
+        for pid in fleet.lab.session_pids(2):
+            os.kill(pid, signal.SIGKILL)
+
     with FleetLoad(fleet.haproxy.port, clients=6, max_seconds=DEPLOY_BUDGET) as load:
-        process = fleet.deploy_background("--json")
-        events = []
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                events.append(json.loads(line))
-                if events[-1] == {**events[-1], "event": "step", "step": "switch",
-                                  "host": "h2", "phase": "start"}:
-                    time.sleep(0.3)
-                    for pid in fleet.lab.session_pids(2):
-                        os.kill(pid, signal.SIGKILL)
-            _, err = process.communicate(timeout=DEPLOY_BUDGET)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate(timeout=10)
-    assert process.returncode == 3, (events[-3:], err)
+        ran = fleet.deploy_acting(
+            {"event": "step", "step": "switch", "host": "h2", "phase": "start"}, cut_link)
+    events = ran.events()
+    assert ran.code == 3, (events[-3:], ran.stderr)
     summary = events[-1]
     assert "h2: switch:" in summary["message"], summary
     assert any(e["event"] == "note" and "connecting again" in e["message"] for e in events)
@@ -406,21 +417,11 @@ def test_a_link_cut_during_a_switch_is_rolled_back_fleet_wide(fleet: Fleet) -> N
 def test_ctrl_c_rolls_back_then_exits_130(fleet: Fleet) -> None:
     before = fleet.consistent()
     fleet.commits[fleet.project.commit("v14")] = "v14"
-    process = fleet.deploy_background("--json")
-    events = []
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            events.append(json.loads(line))
-            if events[-1] == {**events[-1], "event": "step", "step": "switch", "host": "h2",
-                              "phase": "start"}:
-                os.kill(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=DEPLOY_BUDGET)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
-    assert process.returncode == 130, (events[-3:], err)
+    ran = fleet.deploy_acting({"event": "step", "step": "switch", "host": "h2",
+                               "phase": "start"},
+                              lambda process: os.kill(process.pid, signal.SIGINT))
+    events = ran.events()
+    assert ran.code == 130, (events[-3:], ran.stderr)
     assert events[-1]["event"] == "summary" and events[-1]["message"] == "interrupted"
     assert fleet.consistent() == before
 
@@ -481,28 +482,23 @@ def test_a_host_that_hangs_mid_step_fails_the_deploy_within_seconds(fleet: Fleet
     before = fleet.consistent()
     fleet.project.write_config(extra='[hooks]\nbuild = "sleep 3"\n')
     fleet.commits[fleet.project.commit("v19")] = "v19"
-    process = fleet.deploy_background("--json")
-    events: list[dict[str, Any]] = []
-    hung_at = 0.0
+    hung_at: list[float] = []
+
+    def hang(_: subprocess.Popen[str]) -> None:
+        time.sleep(0.5)
+        fleet.lab.hang_sessions(2)
+        hung_at.append(time.monotonic())
+
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            events.append(json.loads(line))
-            if events[-1] == {**events[-1], "event": "step", "step": "prepare", "host": "h2",
-                              "phase": "start"}:
-                time.sleep(0.5)
-                fleet.lab.hang_sessions(2)
-                hung_at = time.monotonic()
-        process.communicate(timeout=DEPLOY_BUDGET)
-        took = time.monotonic() - hung_at
+        ran = fleet.deploy_acting(
+            {"event": "step", "step": "prepare", "host": "h2", "phase": "start"}, hang)
+        took = time.monotonic() - hung_at[0]
     finally:
         fleet.lab.resume_sessions(2)
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
         fleet.project.write_config()
         fleet.commits[fleet.project.commit("v19-plain")] = "v19-plain"
-    assert process.returncode == 1, events[-2:]
+    events = ran.events()
+    assert ran.code == 1, events[-2:]
     assert took < 15, took
     assert "h2: prepare:" in events[-1]["message"]
     assert "connection lost" in events[-1]["message"] or "no answer" in events[-1]["message"]

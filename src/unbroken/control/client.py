@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from unbroken.control.protocol import Reply, Request, decode_reply
-from unbroken.control.trust import peer_uid, server_problem
+from unbroken.control.trust import peer_credentials, server_problem
 
 
 class ControlUnavailable(ConnectionError):
@@ -25,7 +25,7 @@ def replies(path: str, command: str, timeout: float | None = None,
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         raise ControlUnavailable(f"no unbroken service at {path}") from None
-    problem = server_problem(path, peer_uid(sock), os.geteuid())
+    problem = server_problem(path, peer_credentials(sock)[1], os.geteuid())
     if problem is not None:  # an impostor's "ok" must never reach the caller
         sock.close()
         raise ControlUnavailable(problem)

@@ -15,7 +15,6 @@ import logging
 import os
 import selectors
 import socket
-import struct
 from collections.abc import Callable
 
 from unbroken.control.protocol import (
@@ -26,7 +25,7 @@ from unbroken.control.protocol import (
     decode_request,
     result,
 )
-from unbroken.control.trust import directory_problem, path_problem
+from unbroken.control.trust import directory_problem, path_problem, peer_credentials
 from unbroken.sockets import AddressError, remove_stale_unix_socket
 
 log = logging.getLogger("unbroken.control")
@@ -155,8 +154,7 @@ class ControlServer:
             self._admit(sock)
 
     def _admit(self, sock: socket.socket) -> None:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", creds)
+        pid, uid = peer_credentials(sock)
         if uid not in (os.geteuid(), 0):
             log.warning("control socket: refused pid %d uid %d (not our user or root)", pid, uid)
             sock.close()

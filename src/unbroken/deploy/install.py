@@ -55,14 +55,14 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _clean_partials(layout: Layout, keep: str) -> None:
+def _clean_partials(layout: Layout) -> None:
     """Folders without a manifest are what a killed prepare left: never used, removed."""
     if not os.path.isdir(layout.releases):
         return
     serving = {link_target(layout.current), link_target(layout.previous)}
     for name in os.listdir(layout.releases):
         path = layout.release(name)
-        if name != keep and name not in serving and not os.path.exists(layout.manifest(name)):
+        if name not in serving and not os.path.exists(layout.manifest(name)):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -71,7 +71,7 @@ def prepare(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     if os.path.exists(layout.manifest(release_id)):
         return {"already": True, "seconds": 0.0}
-    _clean_partials(layout, keep="")
+    _clean_partials(layout)
     archive = upload_path(layout, release_id)
     if not os.path.exists(archive):
         raise AgentError(f"upload {archive} is missing")

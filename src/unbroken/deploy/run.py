@@ -28,7 +28,6 @@ from unbroken import __version__
 from unbroken.deploy import plan
 from unbroken.deploy.config import DeployConfig, Host
 from unbroken.deploy.errors import DeployError, LockHeld, StepFailed, reason_of
-from unbroken.deploy.layout import Layout
 from unbroken.deploy.report import Reporter, summary_table
 from unbroken.deploy.source import Release, Wheel, build_release, build_wheel, holder
 from unbroken.deploy.transport import Connection, TransportError
@@ -59,10 +58,6 @@ class Target:
     @property
     def name(self) -> str:
         return self.host.name
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.deploy_to, "")
 
     @property
     def tool_python(self) -> str:
@@ -103,7 +98,8 @@ class Deployer:
             if name in groups:
                 chosen += [h for h in self.config.hosts if h.group == name and h not in chosen]
             elif name in known:
-                chosen.append(known[name]) if known[name] not in chosen else None
+                if known[name] not in chosen:
+                    chosen.append(known[name])
             else:
                 raise DeployError(f"--hosts: {name} is not a host or group of the config")
         return chosen
@@ -462,14 +458,16 @@ class Deployer:
                                      lambda: self.ship(release, wheel))
 
     async def with_fleet(self, wheel: Wheel | None, release: Release | None,
-                         body: Callable[[], Awaitable[int]]) -> int:
-        """Connect, pre-flight, lock; run `body`; always unlock and close."""
+                         body: Callable[[], Awaitable[int]], lock: bool = True) -> int:
+        """Connect, pre-flight, lock (unless not asked to); run `body`; always unlock
+        and close."""
         try:
             await self.connect_all()
             await self.preflight_all(wheel, release)
             if self.options.dry_run:
                 return self.dry_run(release)
-            await self.lock_all()
+            if lock:
+                await self.lock_all()
             return await body()
         finally:
             self.stop_heartbeat()
@@ -605,12 +603,12 @@ class Deployer:
 
     # -- read-only commands -------------------------------------------------------------------
 
-    async def survey(self, operation: str = "info") -> list[dict[str, Any]]:
+    async def survey(self, operation: str = "info", **args: Any) -> list[dict[str, Any]]:
         """Connect to every host and ask; unreachable hosts are reported, not fatal."""
         async def one(target: Target) -> dict[str, Any]:
             try:
                 await self.connect(target)
-                answer = await self.call(target, operation, operation)
+                answer = await self.call(target, operation, operation, **args)
             except DeployError as error:
                 return {"host": target.name, "error": str(error)}
             finally:
@@ -622,19 +620,12 @@ class Deployer:
 
     async def check_only(self) -> int:
         async def work() -> int:
-            code = await self.with_fleet_readonly(build_wheel())
+            code = await self.with_fleet(build_wheel(), None, self._report_leases, lock=False)
             self.summary(code, "")
             return code
         return await self.guarded(work)
 
-    async def with_fleet_readonly(self, wheel: Wheel) -> int:
-        try:
-            await self.connect_all()
-            await self.preflight_all(wheel, None)
-        finally:
-            for target in self.targets:
-                if target.connection is not None:
-                    target.connection.close()
+    async def _report_leases(self) -> int:
         for target in self.targets:
             lease = target.info.get("lease")
             if lease:
@@ -643,19 +634,7 @@ class Deployer:
         return 0
 
     async def release_locks(self) -> list[dict[str, Any]]:
-        async def one(target: Target) -> dict[str, Any]:
-            try:
-                await self.connect(target)
-                answer = await self.call(target, "lock", "lock-release", force=True,
-                                         holder=holder())
-            except DeployError as error:
-                return {"host": target.name, "error": str(error)}
-            finally:
-                if target.connection is not None:
-                    target.connection.close()
-            return {"host": target.name, **answer}
-        return [r if isinstance(r, dict) else {"error": str(r)}
-                for r in await self.each(self.targets, one)]
+        return await self.survey("lock-release", force=True, holder=holder())
 
 
 def run_interruptible(work: Awaitable[int]) -> int:

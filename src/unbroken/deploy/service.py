@@ -203,13 +203,17 @@ def _wait_serving(layout: Layout, timeout: float) -> float:
         except (ControlUnavailable, OSError):
             pass
         time.sleep(0.1)
-    log = os.path.join(layout.logs, f"{layout.app}.log")
+    raise AgentError(f"the service did not start serving within {timeout:g}s",
+                     log_tail(layout))
+
+
+def log_tail(layout: Layout, lines: int = 40) -> str:
+    """The last lines the service wrote: the traceback of a worker that died."""
     try:
-        with open(log, errors="replace") as handle:
-            tail = "".join(handle.readlines()[-40:])
+        with open(os.path.join(layout.logs, f"{layout.app}.log"), errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
     except OSError:
-        tail = ""
-    raise AgentError(f"the service did not start serving within {timeout:g}s", tail)
+        return ""
 
 
 def stop(layout: Layout) -> None:

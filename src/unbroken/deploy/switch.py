@@ -47,8 +47,11 @@ def master_status(layout: Layout, timeout: float = 5.0) -> dict[str, Any] | None
 
 def master_summary(layout: Layout) -> dict[str, Any] | None:
     status = master_status(layout)
-    if status is None:
-        return None
+    return summarize(status) if status is not None else None
+
+
+def summarize(status: dict[str, Any]) -> dict[str, Any]:
+    """What a deploy needs of a master's status: above all, which release it serves."""
     generation = status.get("generations", {}).get(str(status.get("generation")), {})
     return {"pid": status["master_pid"], "phase": status["phase"],
             "generation": status["generation"], "directory": generation.get("directory"),
@@ -136,8 +139,8 @@ def _serve(layout: Layout, release_id: str, args: dict[str, Any], counter: _Coun
     if status is None:
         service.start(layout, float(args.get("timeout", 300)))
     else:
-        summary = master_summary(layout)
-        if not (summary and summary["directory"] == want and status["phase"] == "serving"):
+        summary = summarize(status)
+        if not (summary["directory"] == want and status["phase"] == "serving"):
             reply = call(layout.control, "reload", timeout=float(args.get("timeout", 300)))
             if not reply.ok:
                 raise AgentError(f"reload refused: {reply.message}", reply.details)
@@ -184,21 +187,11 @@ def _soak(layout: Layout, number: int, seconds: float, counter: _Counter) -> Non
         if now_pids != pids or not pids:
             gone = len(pids - now_pids)
             raise AgentError(f"{gone or 'a'} worker(s) of generation {number} died within "
-                         f"{seconds:g}s of serving", _worker_log(layout))
+                         f"{seconds:g}s of serving", service.log_tail(layout))
         if time.monotonic() >= deadline:
             return
         time.sleep(SOAK_POLL)
         status = master_status(layout)
-
-
-def _worker_log(layout: Layout) -> str:
-    """The last lines the service wrote: the traceback of a worker that died."""
-    path = os.path.join(layout.logs, f"{layout.app}.log")
-    try:
-        with open(path, errors="replace") as handle:
-            return "".join(handle.readlines()[-40:])
-    except OSError:
-        return ""
 
 
 def _ask_http(status: dict[str, Any], path: str | None, host: str | None,

@@ -90,7 +90,7 @@ def test_prune_keeps_the_newest_and_never_current_or_previous(layout: Layout) ->
 def test_a_partial_release_is_removed_by_the_next_prepare(layout: Layout) -> None:
     _release(layout, "complete", 1.0)
     _release(layout, "killed-halfway", None)
-    install._clean_partials(layout, keep="")
+    install._clean_partials(layout)
     assert os.listdir(layout.releases) == ["complete"]
 
 
