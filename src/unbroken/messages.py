@@ -4,7 +4,9 @@ The channel is a socketpair created per worker. Besides carrying messages it is
 the worker's lifeline: when the master dies, the worker reads EOF and exits, so
 no orphan keeps a port or a database connection.
 
-Worker exit codes are part of this contract (`WorkerExit`).
+Worker exit codes are part of this contract (`WorkerExit`). The master writes to
+the same channel only to park and resume a worker during a reload's stability
+window (`MasterMessage`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
+
+M = TypeVar("M")
 
 
 class WorkerExit(enum.IntEnum):
@@ -74,22 +79,44 @@ class Cut:
         object.__setattr__(self, "samples", tuple(self.samples))
 
 
+@dataclass(frozen=True)
+class Park:
+    """Master to worker: stop accepting, answer kept-alive connections with
+    `Connection: close`, but keep running: a new generation is on probation
+    (--reload-stable-for) and this worker may be asked to `Resume`."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Master to worker: the new generation was rolled back; accept again."""
+
+
 WorkerMessage = Ready | BootFailed | Heartbeat | Retire | Cut
+MasterMessage = Park | Resume
 _TYPES: dict[str, type[WorkerMessage]] = {
     cls.__name__: cls for cls in (Ready, BootFailed, Heartbeat, Retire, Cut)
 }
+_MASTER_TYPES: dict[str, type[MasterMessage]] = {cls.__name__: cls for cls in (Park, Resume)}
 
 
-def encode(message: WorkerMessage) -> bytes:
+def encode(message: WorkerMessage | MasterMessage) -> bytes:
     payload = {"type": type(message).__name__, **asdict(message)}
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def decode(line: bytes) -> WorkerMessage:
     """Parse one line; raises ValueError on anything that is not a known message."""
+    return _decode(line, _TYPES)
+
+
+def decode_from_master(line: bytes) -> MasterMessage:
+    return _decode(line, _MASTER_TYPES)
+
+
+def _decode(line: bytes, types: dict[str, type[M]]) -> M:
     try:
         payload = json.loads(line)
-        cls = _TYPES[payload.pop("type")]
+        cls = types[payload.pop("type")]
         return cls(**payload)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
-        raise ValueError(f"bad worker message: {line[:200]!r}") from error
+        raise ValueError(f"bad message: {line[:200]!r}") from error

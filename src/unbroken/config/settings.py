@@ -132,6 +132,11 @@ class Config:
         0, "--reload-surge", parse=non_negative_int, metavar="K",
         help="Roll K workers at a time on reload; 0 boots the whole new generation first.",
     )
+    reload_stable_for: float = setting(
+        3 * SECONDS, "--reload-stable-for", parse=non_negative_float, metavar="SECONDS",
+        help="After a reload's new workers are ready, keep the old ones parked (not "
+        "accepting, able to resume) this long; a new worker dying meanwhile rolls back.",
+    )
     reload_on_touch: str | None = setting(
         None, "--reload-on-touch", metavar="FILE", help="Reload when FILE's mtime changes."
     )

@@ -57,8 +57,9 @@ class Engine(Protocol):
     """The contract between a worker process and its engine.
 
     The worker calls `startup`, then `probe` (when --health-path is set), then
-    `start` (the engine is accepting when it returns) and says Ready; later it
-    calls `drain` once when told to stop. Counters are read by the heartbeat.
+    `start` (the engine is accepting when it returns) and says Ready; it may pause
+    and resume accepting any number of times, and calls `drain` once when told to
+    stop. Counters are read by the heartbeat.
     """
 
     @property
@@ -80,6 +81,15 @@ class Engine(Protocol):
         ...
 
     async def start(self, listeners: list[socket.socket]) -> None: ...
+
+    def pause_accepting(self) -> None:
+        """Parked (a reload's stability window): stop accepting, answer kept-alive
+        connections with `Connection: close`, keep serving what is here."""
+        ...
+
+    def resume_accepting(self) -> None:
+        """The reload was rolled back: accept and keep connections alive again."""
+        ...
 
     async def drain(self, deadline: float) -> None:
         """Stop accepting, finish in-flight work, close keep-alive connections

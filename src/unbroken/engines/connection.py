@@ -561,7 +561,7 @@ class HTTPConnection(asyncio.Protocol):
         head = exchange.head
         if head.expect_continue and not exchange.continue_sent and not exchange.request_complete:
             return False  # the client may or may not send the body now: ambiguous
-        if self.server.draining:
+        if self.server.draining or self.server.parked:
             return any(isinstance(event, RequestHead) for event in self._pending)
         return True
 
@@ -688,6 +688,8 @@ class ConnectionServer:
         self.capacity = capacity
         self.response_stats = ResponseStats()  # status classes and latency, for metrics
         self.draining = False
+        # Not accepting while a new generation is on probation; undone by `unpark`.
+        self.parked = False
         # Requests still running when the drain deadline passed (set by `drain`).
         self.cut: list[CutRequest] = []
         self._dates = DateCache()
@@ -717,6 +719,19 @@ class ConnectionServer:
         for acceptor in self._acceptors:
             acceptor.stop()
 
+    def park(self) -> None:
+        """Stop accepting for now, and close kept-alive connections after their next
+        response, as a drain does; but keep serving, and be ready to `unpark`."""
+        self.parked = True
+        for acceptor in self._acceptors:
+            acceptor.pause()
+
+    def unpark(self) -> None:
+        self.parked = False
+        if self._may_accept():
+            for acceptor in self._acceptors:
+                acceptor.resume()
+
     def _busy(self) -> bool:
         """Requests wait for a thread here: let an idle sibling take new connections first.
 
@@ -726,7 +741,8 @@ class ConnectionServer:
         return self.capacity is not None and self.in_flight > self.capacity
 
     def _may_accept(self) -> bool:
-        return not self.draining and self._accepted < self.settings.max_connections
+        return (not self.draining and not self.parked
+                and self._accepted < self.settings.max_connections)
 
     def _accepted_socket(self, sock: socket.socket) -> None:
         self._accepted += 1
@@ -833,12 +849,19 @@ def _consume_result(task: asyncio.Task[None]) -> None:
 
 
 class CoreCounters:
-    """The `Engine` counters, read from the connection core: one copy for every engine.
+    """The `Engine` counters, read from the connection core, and its park switch: one
+    copy for every engine.
 
-    The worker's heartbeat reads them; the core owns and writes them.
+    The worker's heartbeat reads the counters; the core owns and writes them.
     """
 
     _server: ConnectionServer
+
+    def pause_accepting(self) -> None:
+        self._server.park()
+
+    def resume_accepting(self) -> None:
+        self._server.unpark()
 
     @property
     def requests_served(self) -> int:

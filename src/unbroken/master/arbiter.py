@@ -36,6 +36,7 @@ from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
 from unbroken.master.fifo import MasterFifo
 from unbroken.master.listeners import ListenerSet
+from unbroken.master.output import OutputTap
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
 from unbroken.master.pool import (
     Command,
@@ -48,7 +49,16 @@ from unbroken.master.pool import (
 from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.master.systemd import Notifier
-from unbroken.messages import BootFailed, Cut, Heartbeat, Ready, Retire, WorkerMessage
+from unbroken.messages import (
+    BootFailed,
+    Cut,
+    Heartbeat,
+    Park,
+    Ready,
+    Resume,
+    Retire,
+    WorkerMessage,
+)
 from unbroken.observability.cuts import CutOwner, cut_owner, serving_message
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
@@ -57,10 +67,13 @@ from unbroken.rollout.crashloop import STABLE_AFTER, CrashLoop, after_death, set
 from unbroken.rollout.lifecycle import WorkerState
 from unbroken.rollout.planner import (
     Action,
+    BeginWatch,
     CompleteRollout,
     DrainWorker,
     KillWorker,
+    ParkWorker,
     PoolView,
+    ResumeWorker,
     SpawnWorker,
     WorkerView,
     plan,
@@ -104,6 +117,7 @@ class Rollout:
     waiters: list[ControlConnection] = field(default_factory=list)
     started_wall: float = field(default_factory=time.time)  # for the reload history
     cut: int = 0  # requests old workers it drained cut, reported before it completed
+    watch_started: float | None = None  # its --reload-stable-for window began
 
 
 class Master:
@@ -242,7 +256,8 @@ class Master:
         now = time.monotonic()
         workers = tuple(
             WorkerView(w.id, w.generation, w.state, w.spawned_at,
-                       w.last_seen if w.heartbeats else now, w.drain_started, w.retiring)
+                       w.last_seen if w.heartbeats else now, w.drain_started, w.retiring,
+                       w.parkable)
             for w in self.workers.values() if w.kill_reason is None
         )
         return PoolView(
@@ -251,6 +266,8 @@ class Master:
             spawn_allowed=self._spawn_allowed(now),
             boot_timeout=self.config.boot_timeout, timeout=self.config.timeout,
             graceful_timeout=self.config.graceful_timeout,
+            stable_for=self.config.reload_stable_for,
+            watch_started=self.rollout.watch_started if self.rollout else None,
         )
 
     def _spawn_allowed(self, now: float) -> bool:
@@ -271,6 +288,16 @@ class Master:
                         action.reason)
             worker.kill_reason = action.reason
             worker.signal(signal.SIGKILL)
+        elif isinstance(action, ParkWorker):
+            self.workers[action.worker].move_to(WorkerState.PARKED)
+            self.workers[action.worker].tell(Park())
+        elif isinstance(action, ResumeWorker):
+            worker = self.workers[action.worker]
+            worker.move_to(WorkerState.READY)
+            worker.tell(Resume())
+            log.info("worker %d (generation %d) accepts again", worker.pid, worker.generation)
+        elif isinstance(action, BeginWatch):
+            self._begin_watch(action.generation)
         elif isinstance(action, CompleteRollout):
             self._complete_rollout(action.generation)
 
@@ -278,14 +305,13 @@ class Master:
         generation = self.generations[number]
         worker_id, self.next_worker_id = self.next_worker_id, self.next_worker_id + 1
         try:
+            output = OutputTap(self.selector)
             if self.command is not None:
                 worker = spawn_command(worker_id, generation, list(generation.listeners),
-                                       self.command,
-                                       time.monotonic())
+                                       self.command, time.monotonic(), output)
             else:
                 worker = spawn(worker_id, generation, list(generation.listeners),
-                               self._worker_spec(),
-                               time.monotonic())
+                               self._worker_spec(), time.monotonic(), output)
         except OSError as error:
             self._on_boot_failure(number, f"cannot start a worker in {generation.directory}: "
                                   f"{error.strerror or error}", "")
@@ -478,9 +504,17 @@ class Master:
             log.error("worker %d (generation %d) died: %s", worker.pid, worker.generation,
                       worker.kill_reason or how)
             if self.rollout is not None and worker.generation == self.rollout.generation:
-                self._abort_rollout(f"worker {worker.pid} died while rolling out: {how}", "")
+                self._abort_rollout(self._death_reason(worker), worker.last_lines())
             elif worker.generation == self.serving and worker.ready_at is not None:
                 self._on_serving_death(worker, time.monotonic())
+
+    @staticmethod
+    def _death_reason(worker: Worker) -> str:
+        cause = worker.kill_reason or worker.describe_exit()
+        if worker.ready_at is None:
+            return f"worker {worker.pid} died while rolling out: {cause}"
+        return (f"worker {worker.pid} died {time.monotonic() - worker.ready_at:.1f}s after "
+                f"Ready: {cause}")
 
     def _on_serving_death(self, worker: Worker, now: float) -> None:
         """Count a death soon after Ready toward the crash loop's back-off (one line)."""
@@ -591,6 +625,17 @@ class Master:
             self.systemd.reloading(f"reloading: generation {number} booting")
         self._notify(progress(f"generation {number}: booting {self.desired} worker(s) "
                               f"from {directory}", generation=number))
+
+    def _begin_watch(self, number: int) -> None:
+        """Every new worker is ready; the old ones are parked while it proves itself."""
+        assert self.rollout is not None
+        self.rollout.watch_started = time.monotonic()
+        window = self.config.reload_stable_for
+        log.info("generation %d ready; the old workers are parked for %gs "
+                 "(--reload-stable-for) in case it fails", number, window)
+        self.systemd.status(f"reloading: generation {number} ready, watched for {window:g}s")
+        self._notify(progress(f"generation {number}: all {self.desired} ready; watching it "
+                              f"{window:g}s before the old workers drain", generation=number))
 
     def _complete_rollout(self, number: int) -> None:
         rollout = self.rollout
@@ -703,7 +748,7 @@ class Master:
         for worker in self.workers.values():
             if worker.state is WorkerState.BOOTING:
                 worker.signal(signal.SIGKILL)
-            elif graceful and worker.state is WorkerState.READY:
+            elif graceful and worker.state in (WorkerState.READY, WorkerState.PARKED):
                 worker.move_to(WorkerState.DRAINING)
                 worker.signal(worker.drain_signal)
             elif not graceful:
@@ -805,6 +850,13 @@ class Master:
 
     # -- status ------------------------------------------------------------------
 
+    def _watch_left(self, now: float) -> float | None:
+        """Seconds left in the reload's --reload-stable-for window, if one runs."""
+        started = self.rollout.watch_started if self.rollout else None
+        if started is None:
+            return None
+        return round(max(0.0, started + self.config.reload_stable_for - now), 1)
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
@@ -813,6 +865,7 @@ class Master:
             "phase": self.phase.value,
             "generation": self.serving,
             "target": self.rollout.generation if self.rollout else self.serving,
+            "watching": self._watch_left(now),
             "desired": self.desired,
             "binds": [describe_listener(s) for s in self.sockets.current],
             "python": sys.executable,

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
-from unbroken.messages import BootFailed, Heartbeat
+from unbroken.master.output import OutputTap
+from unbroken.messages import BootFailed, Heartbeat, MasterMessage, encode
 from unbroken.rollout.lifecycle import WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -61,6 +62,26 @@ class Worker:
     heartbeats: bool = True
     probe_path: str | None = None
     probing: bool = False
+    output: OutputTap | None = None  # its stderr, through the master (master/output.py)
+
+    @property
+    def parkable(self) -> bool:
+        """Our own workers can stop accepting and resume; a --cmd program cannot."""
+        return isinstance(self.channel, JSONLineChannel)
+
+    def tell(self, message: MasterMessage) -> None:
+        """Best effort: a worker that is gone is reaped and dealt with as such."""
+        if isinstance(self.channel, JSONLineChannel):
+            try:
+                self.channel.sock.send(encode(message))
+            except OSError:
+                pass
+
+    def last_lines(self) -> str:
+        if self.output is None:
+            return ""
+        self.output.read()  # it has exited: whatever it wrote is in the pipe
+        return self.output.last_lines()
 
     @property
     def pid(self) -> int:
@@ -88,7 +109,7 @@ class Worker:
 
 
 def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket],
-          spec: WorkerSpec, now: float) -> Worker:
+          spec: WorkerSpec, now: float, output: OutputTap | None = None) -> Worker:
     """Start one Python worker of `generation`; it reports back over a socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fds = tuple(sock.fileno() for sock in listeners)
@@ -96,7 +117,7 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
                          "worker": worker_id, "generation": generation.number})
     try:
         process = _popen([generation.python, "-m", "unbroken.worker"], generation,
-                         {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()))
+                         {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()), output)
     except BaseException:
         ours.close()
         raise
@@ -104,7 +125,7 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
         theirs.close()
     ours.setblocking(False)
     return Worker(worker_id, generation.number, process, JSONLineChannel(ours, process.pid),
-                  spawned_at=now, last_seen=now)
+                  spawned_at=now, last_seen=now, output=output)
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,7 @@ class Command:
 
 
 def spawn_command(worker_id: int, generation: Generation, listeners: list[socket.socket],
-                  command: Command, now: float) -> Worker:
+                  command: Command, now: float, output: OutputTap | None = None) -> Worker:
     """Start PROGRAM with LISTEN_FDS sockets at fd 3.. and NOTIFY_SOCKET for READY=1."""
     prefix = os.path.join(command.notify_directory, f"{os.getpid()}-{worker_id}")
     channel = NotifyChannel(f"{prefix}.notify", now)
@@ -130,7 +151,7 @@ def spawn_command(worker_id: int, generation: Generation, listeners: list[socket
                    "UNBROKEN_FD_NAMES": ":".join(names)}
     try:
         process = _popen([sys.executable, "-m", "unbroken.worker.socket_exec", *command.argv],
-                         generation, environment, fds)
+                         generation, environment, fds, output)
     except BaseException:
         channel.close()
         raise
@@ -139,7 +160,7 @@ def spawn_command(worker_id: int, generation: Generation, listeners: list[socket
             probe.close()  # the worker holds it now; the master connects by path
     return Worker(worker_id, generation.number, process, channel, spawned_at=now,
                   last_seen=now, drain_signal=command.drain_signal, heartbeats=False,
-                  probe_path=f"{prefix}.probe" if probe else None)
+                  probe_path=f"{prefix}.probe" if probe else None, output=output)
 
 
 def resolve_python(python: str | None, directory: str) -> str:
@@ -171,17 +192,22 @@ def _probe_listener(path: str) -> socket.socket:
 
 
 def _popen(argv: list[str], generation: Generation, extra_environment: dict[str, str],
-           fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+           fds: tuple[int, ...], output: OutputTap | None = None) -> subprocess.Popen[bytes]:
     identity = _identity(generation)
     home = identity.pop("home", None)
-    return subprocess.Popen(
-        argv,
-        cwd=generation.directory,
-        env={**os.environ, **extra_environment, **({"HOME": home} if home else {})},
-        pass_fds=fds,
-        stdin=subprocess.DEVNULL,
-        **identity,
-    )
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=generation.directory,
+            env={**os.environ, **extra_environment, **({"HOME": home} if home else {})},
+            pass_fds=fds,
+            stdin=subprocess.DEVNULL,
+            stderr=output.write_fd if output is not None else None,
+            **identity,
+        )
+    finally:
+        if output is not None:
+            output.child_started()
 
 
 def _identity(generation: Generation) -> dict[str, Any]:

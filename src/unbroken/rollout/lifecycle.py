@@ -1,10 +1,12 @@
 """A worker's lifecycle as an enum plus a transition table.
 
-    BOOTING ──> READY ──> DRAINING ──> EXITED
-       │                     ^           ^
-       └─────────────────────┴───────────┘
+    BOOTING ──> READY <──> PARKED
+       │          │          │
+       └────────> DRAINING <─┘ ──> EXITED      (any state but EXITED may exit)
 
-An illegal transition raises and changes nothing.
+PARKED: an old worker that stopped accepting while a new generation proves itself
+(--reload-stable-for); it resumes (back to READY) if the reload is rolled back, and
+drains if it is not. An illegal transition raises and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import enum
 class WorkerState(enum.Enum):
     BOOTING = "booting"
     READY = "ready"
+    PARKED = "parked"
     DRAINING = "draining"
     EXITED = "exited"
 
 
 TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.BOOTING: frozenset({WorkerState.READY, WorkerState.DRAINING, WorkerState.EXITED}),
-    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.EXITED}),
+    WorkerState.READY: frozenset({WorkerState.PARKED, WorkerState.DRAINING, WorkerState.EXITED}),
+    WorkerState.PARKED: frozenset({WorkerState.READY, WorkerState.DRAINING, WorkerState.EXITED}),
     WorkerState.DRAINING: frozenset({WorkerState.EXITED}),
     WorkerState.EXITED: frozenset(),
 }

@@ -18,12 +18,19 @@ The rules, in order:
      whole-generation mode (the default) none is retired until the whole new
      generation is ready, so a failure leaves the old one untouched.
    - Booting workers of another generation are of no use: drain them.
-3. Completion. A reload completes when `desired` target workers are ready.
+3. Watch, then completion. When `desired` target workers are ready, the stale
+   ready workers are not drained at once: they are *parked* (they stop accepting
+   but can resume) and the new generation is watched for --reload-stable-for. A
+   target worker that dies in that window makes the master abort (rule 2 then
+   resumes the parked workers: rolling back is a re-route, not a reboot); when the
+   window has passed, the parked workers drain and the reload completes. Workers
+   that cannot park (--cmd programs) keep accepting through the window. With no
+   window, or nothing to park (the first generation), it completes at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from unbroken.rollout.lifecycle import WorkerState
 
@@ -41,6 +48,7 @@ class WorkerView:
     last_seen: float
     drain_started: float | None = None
     retiring: bool = False
+    parkable: bool = True  # can stop accepting and resume (our workers; not --cmd)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class PoolView:
     boot_timeout: float
     timeout: float
     graceful_timeout: float
+    stable_for: float = 0.0  # --reload-stable-for
+    watch_started: float | None = None  # when the new generation's window began
 
 
 @dataclass(frozen=True)
@@ -74,11 +84,29 @@ class KillWorker:
 
 
 @dataclass(frozen=True)
+class ParkWorker:
+    worker: int
+
+
+@dataclass(frozen=True)
+class ResumeWorker:
+    worker: int
+
+
+@dataclass(frozen=True)
+class BeginWatch:
+    """The target generation is whole: start its --reload-stable-for window now."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
 class CompleteRollout:
     generation: int
 
 
-Action = SpawnWorker | DrainWorker | KillWorker | CompleteRollout
+Action = (SpawnWorker | DrainWorker | KillWorker | ParkWorker | ResumeWorker | BeginWatch
+          | CompleteRollout)
 
 
 def plan(view: PoolView) -> list[Action]:
@@ -101,7 +129,8 @@ def _expiry_reason(view: PoolView, worker: WorkerView) -> str | None:
     age = view.now - worker.spawned_at
     if worker.state is WorkerState.BOOTING and age > view.boot_timeout:
         return f"not ready within --boot-timeout {view.boot_timeout:g}s"
-    if worker.state is WorkerState.READY and view.now - worker.last_seen > view.timeout:
+    if (worker.state in (WorkerState.READY, WorkerState.PARKED)
+            and view.now - worker.last_seen > view.timeout):
         return f"no heartbeat for --timeout {view.timeout:g}s"
     drain_started = worker.drain_started
     if (worker.state is WorkerState.DRAINING and drain_started is not None
@@ -111,11 +140,16 @@ def _expiry_reason(view: PoolView, worker: WorkerView) -> str | None:
 
 
 def _reconcile(view: PoolView, live: list[WorkerView]) -> list[Action]:
+    # Parked workers of the target (after an abort: the serving generation) accept again
+    # and count as ready from this very plan, so nothing is spawned in their place.
+    parked = [w.id for w in live if w.state is WorkerState.PARKED and w.generation == view.target]
+    actions: list[Action] = [ResumeWorker(id) for id in parked]
+    live = [replace(w, state=WorkerState.READY) if w.id in parked else w for w in live]
     fresh = [w for w in live if w.generation == view.target and not w.retiring
              and w.state in (WorkerState.BOOTING, WorkerState.READY)]
     stale_booting = [w for w in live if w.state is WorkerState.BOOTING
                      and w.generation != view.target]
-    actions: list[Action] = [DrainWorker(w.id) for w in stale_booting]
+    actions += [DrainWorker(w.id) for w in stale_booting]
 
     surplus = _surplus(fresh, len(fresh) - view.desired)
     actions += [DrainWorker(w.id) for w in surplus]
@@ -124,13 +158,27 @@ def _reconcile(view: PoolView, live: list[WorkerView]) -> list[Action]:
 
     ready = [w for w in fresh if w.state is WorkerState.READY]
     stale_ready = sorted(
-        (w for w in live if w.state is WorkerState.READY and w not in fresh and w not in surplus),
+        (w for w in live if w.state in (WorkerState.READY, WorkerState.PARKED)
+         and w not in fresh and w not in surplus),
         key=lambda w: (not w.retiring, w.generation, w.spawned_at),
     )
+    whole = view.rolling and len(ready) >= view.desired
+    if whole and stale_ready and view.stable_for > 0:
+        return actions + _watch(view, stale_ready)
     actions += [DrainWorker(w.id) for w in stale_ready[: _stale_to_drain(view, ready, stale_ready)]]
-    if view.rolling and len(ready) >= view.desired:
+    if whole:
         actions.append(CompleteRollout(view.target))
     return actions
+
+
+def _watch(view: PoolView, stale: list[WorkerView]) -> list[Action]:
+    """Rule 3: park what is stale, wait out the window, then drain it and complete."""
+    if view.watch_started is None:
+        return [BeginWatch(view.target), *(ParkWorker(w.id) for w in stale
+                                            if w.parkable and w.state is WorkerState.READY)]
+    if view.now - view.watch_started < view.stable_for:
+        return []
+    return [*(DrainWorker(w.id) for w in stale), CompleteRollout(view.target)]
 
 
 def _surplus(fresh: list[WorkerView], count: int) -> list[WorkerView]:

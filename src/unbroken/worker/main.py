@@ -29,10 +29,12 @@ from unbroken.logs import configure_logging
 from unbroken.messages import (
     BootFailed,
     Heartbeat,
+    Park,
     Ready,
     Retire,
     WorkerExit,
     WorkerMessage,
+    decode_from_master,
     encode,
 )
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
@@ -137,6 +139,7 @@ class WorkerRuntime:
         self.stop_requested = asyncio.Event()
         self.drain_timeout = spec.graceful_timeout
         self.exit_code = WorkerExit.OK
+        self._inbox = b""  # a partial line from the master
 
     async def boot(self) -> None:
         """Startup hooks, then the probe: failures here are boot failures."""
@@ -198,6 +201,20 @@ class WorkerRuntime:
             self.loop.remove_reader(self.channel.sock.fileno())
             self.exit_code = WorkerExit.ORPHANED
             self._drain(ORPHAN_DRAIN_TIMEOUT)
+            return
+        *lines, self._inbox = (self._inbox + data).split(b"\n")
+        for line in lines:
+            try:
+                message = decode_from_master(line)
+            except ValueError as error:
+                log.error("worker %d: %s", os.getpid(), error)
+                continue
+            if self.stop_requested.is_set():
+                continue  # draining for good: nothing to park or resume
+            if isinstance(message, Park):
+                self.engine.pause_accepting()
+            else:
+                self.engine.resume_accepting()
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """A thread, not a task: a WSGI request served inline holds the loop (see

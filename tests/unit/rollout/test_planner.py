@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
 from unbroken.rollout.lifecycle import IllegalTransition, WorkerState, transition
 from unbroken.rollout.planner import (
+    BeginWatch,
     CompleteRollout,
     DrainWorker,
     KillWorker,
+    ParkWorker,
     PoolView,
+    ResumeWorker,
     SpawnWorker,
     WorkerView,
     plan,
 )
 
 B, R, D = WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING
+P = WorkerState.PARKED
 NOW = 100.0
 
 
@@ -139,6 +144,105 @@ def test_ready_capacity_never_drops_below_desired_during_a_roll(desired: int, su
     else:
         pytest.fail("roll never completed")
     assert sum(1 for w in workers.values() if w.generation == 2 and w.state is R) == desired
+
+
+def test_whole_new_generation_parks_the_old_one_and_is_watched_before_it_drains() -> None:
+    new = (worker(3, 2, R), worker(4, 2, R))
+    whole = view(worker(1, 1, R), worker(2, 1, R), *new, target=2, rolling=True, stable_for=3)
+    assert plan(whole) == [BeginWatch(2), ParkWorker(1), ParkWorker(2)]
+    parked = (worker(1, 1, P), worker(2, 1, P))
+    watching = replace(whole, workers=(*parked, *new), watch_started=NOW - 2.9)
+    assert plan(watching) == []  # parked workers are neither drained nor resumed yet
+    assert plan(replace(watching, watch_started=NOW - 3)) == [
+        DrainWorker(1), DrainWorker(2), CompleteRollout(2)]
+
+
+def test_a_death_in_the_window_resumes_the_parked_generation_and_retires_the_new() -> None:
+    # The master aborted: the target points back at 1 and the rollout is over.
+    aborted = view(worker(1, 1, P), worker(2, 1, P), worker(4, 2, R), target=1)
+    assert plan(aborted) == [ResumeWorker(1), ResumeWorker(2), DrainWorker(4)]
+
+
+def test_a_parked_worker_that_stops_heartbeating_is_killed() -> None:
+    state = view(worker(1, 1, P, last_seen=NOW - 31), worker(2, 1, P), worker(3, 2, R),
+                 worker(4, 2, R), target=2, rolling=True, stable_for=3, watch_started=NOW - 1)
+    assert plan(state) == [KillWorker(1, "no heartbeat for --timeout 30s")]
+
+
+def test_workers_that_cannot_park_keep_accepting_through_the_window() -> None:
+    cmd = (worker(1, 1, R, parkable=False), worker(2, 1, R, parkable=False))
+    whole = view(*cmd, worker(3, 2, R), worker(4, 2, R), target=2, rolling=True, stable_for=3)
+    assert plan(whole) == [BeginWatch(2)]
+    assert plan(replace(whole, watch_started=NOW - 1)) == []
+
+
+def test_no_window_without_old_workers_or_with_stable_for_zero() -> None:
+    first = view(worker(1, 1, R), worker(2, 1, R), rolling=True, stable_for=3)
+    assert plan(first) == [CompleteRollout(1)]
+    unwatched = view(worker(1, 1, R), worker(2, 1, R), worker(3, 2, R), worker(4, 2, R),
+                     target=2, rolling=True, stable_for=0)
+    assert plan(unwatched) == [DrainWorker(1), DrainWorker(2), CompleteRollout(2)]
+
+
+def test_surge_drains_as_it_rolls_and_parks_only_the_last_old_workers() -> None:
+    state = view(worker(3, 1, R), worker(4, 2, R), worker(5, 2, R), worker(6, 2, R),
+                 desired=3, target=2, rolling=True, surge=1, stable_for=3)
+    assert plan(state) == [BeginWatch(2), ParkWorker(3)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_accepting_capacity_never_drops_through_windows_aborts_crashes_and_scaling(
+        seed: int) -> None:
+    """A random walk of the master's loop in 0.5 s steps: reloads with a 2 s window, new
+    workers dying in it (the master aborts), old ones crashing, scale changes; then
+    quiet. No plan ever takes the accepting (READY) workers below `desired` (nor below
+    what there was, if fewer); outside a reload nothing stays parked; and once quiet
+    the pool settles on `desired` accepting workers of one generation."""
+    rng = random.Random(seed)
+    desired, serving, target, now = 2, 1, 1, 0.0
+    watch: float | None = None
+    workers = {i: worker(i, 1, R, spawned_at=0.0) for i in (1, 2)}
+    next_id = 3
+    for step in range(300):
+        now += 0.5
+        event = rng.random() if step < 240 else 1.0  # the last 30 s are quiet
+        accepting = [w for w in workers.values() if w.state is R]
+        if event < 0.05 and target == serving:
+            target, watch = max(w.generation for w in workers.values()) + 1, None
+        elif event < 0.15 and accepting:
+            victim = rng.choice(accepting)
+            del workers[victim.id]
+            if target != serving and victim.generation == target:
+                target, watch = serving, None  # a death while rolling out aborts it
+        elif event < 0.18:
+            desired = rng.choice([1, 2, 3])
+        before = sum(1 for w in workers.values() if w.state is R)
+        actions = plan(PoolView(
+            desired=desired, target=target, rolling=target != serving, surge=0,
+            workers=tuple(replace(w, last_seen=now) for w in workers.values()), now=now,
+            spawn_allowed=True, boot_timeout=60, timeout=30, graceful_timeout=30,
+            stable_for=2.0, watch_started=watch))
+        for action in actions:
+            if isinstance(action, SpawnWorker):
+                workers[next_id] = worker(next_id, action.generation, B, spawned_at=now)
+                next_id += 1
+            elif isinstance(action, (DrainWorker, ParkWorker, ResumeWorker)):
+                state = {DrainWorker: D, ParkWorker: P, ResumeWorker: R}[type(action)]
+                workers[action.worker] = replace(workers[action.worker], state=state)
+            elif isinstance(action, BeginWatch):
+                watch = now
+            elif isinstance(action, CompleteRollout):
+                serving, watch = action.generation, None
+        after = sum(1 for w in workers.values() if w.state is R)
+        assert after >= min(desired, before), (seed, step, actions)
+        if target == serving:  # rolled back: a re-route, in the very plan of the abort
+            assert all(w.state is not P for w in workers.values()), (seed, step, actions)
+        booting = [w for w in workers.values() if w.state is B]
+        if booting:  # one boot completes per step; drained workers leave
+            workers[booting[0].id] = replace(booting[0], state=R)
+        workers = {i: w for i, w in workers.items() if w.state is not D}
+    assert serving == target
+    assert sorted((w.generation, w.state) for w in workers.values()) == [(serving, R)] * desired
 
 
 def test_lifecycle_rejects_illegal_transitions() -> None:
