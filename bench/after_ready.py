@@ -2,10 +2,15 @@
 
 Run: python bench/after_ready.py [--cases crash-after-ready,slow-request-drain,
                                   keepalive-before-after] [--before REF] [--repeats N]
-                                  [--keep]
+                                  [--slow-seconds S] [--keep]
 
 Three cases, each against servers started here on 127.0.0.1 and stopped by process
 group (servers.stop_server) whatever happens; every load is bounded in time and count.
+unbroken runs from two trees: the working tree's src/ ("unbroken") and a git ref
+checked out once per run in a temporary worktree ("unbroken (before REF)", --before,
+default dedcdb7), each with PYTHONPATH=<tree>/src for `serve` and `reload` alike; the
+worktree is removed at the end, also on errors. The before tree has no
+--reload-stable-for: no row passes that flag (the working tree runs its default, 3 s).
 
 1. crash-after-ready: v1 is hello world; v2 imports fine, appends its pid to a file and
    starts a daemon thread that calls os._exit(1) one second later, so a v2 worker passes
@@ -14,21 +19,32 @@ group (servers.stop_server) whatever happens; every load is bounded in time and 
    goes to v2 and the reload is triggered (`unbroken reload`; `kill -HUP` for gunicorn);
    the load runs 30 s more. Reported: the reload's exit code and first line, failed
    requests out of all, the v2 imports (spawns) in those 30 s, the version fresh
-   connections get at the end. unbroken (2 workers, default threads) and gunicorn sync.
-2. slow-request-drain: `/slow` sleeps 5 s, `/` answers at once; 2 workers and
-   --graceful-timeout 2. 8 keep-alive clients loop on `/`; one more connection sends
-   `GET /slow`, and 0.5 s later (checked: still running) `current` goes to an identical
-   v2 and the reload is triggered; the load runs 8 s more. Reported per run: failures
-   among the fast requests (a correct server has none: those clients did nothing wrong)
-   and what became of `/slow`. unbroken --threads 1 (its default) and 4, gunicorn sync
-   and gthread (4 threads); every server once per round, --repeats rounds (3).
+   connections get at the end. unbroken before and after (2 workers, default threads)
+   and gunicorn sync.
+2. slow-request-drain: `/slow` sleeps 8 s (--slow-seconds), `/` answers at once; 2
+   workers and --graceful-timeout 2. 8 keep-alive clients loop on `/`; one more
+   connection sends `GET /slow`, and 0.5 s later (checked: still running) `current` goes
+   to an identical v2 and the reload is triggered; the load runs 8 s more. `/slow` must
+   outlive the drain, so that its worker is really cut at --graceful-timeout: the working
+   tree parks old workers 3 s before draining them, so at 5 s nothing was cut. Reported
+   per run: failures among the fast requests (the main column: a correct server has
+   none, those clients did nothing wrong); whether `/slow` was answered or cut, and
+   when; when each old worker exited (its /proc entry gone or a zombie, polled every
+   50 ms); and how many fast connections shared `/slow`'s worker at the trigger (from
+   /proc/net/tcp and the workers' fds). With none there, the before tree's defect (a
+   request waiting behind `/slow` reset at the kill) cannot show, and the 8 fast clients
+   often all sit on one worker: so `/slow`'s connection is dialled again, before any
+   request is sent on it, until its worker holds a fast connection (at most 10 times;
+   never for gunicorn sync, which keeps no connection open). unbroken before and after,
+   each with --threads 1 (its default) and 4, gunicorn sync and gthread (4 threads);
+   every server once per round, --repeats rounds (3).
 3. keepalive-before-after: unbroken with its defaults (2 workers, threads 1) on
    bench/speed_apps' hello world, `wrk -t2 -c32 -d3s` (speed_wrk's command, after 1 s
-   of uncounted wrk), for the working tree's src/ ("after") and for a git ref checked
-   out in a temporary worktree ("before", --before, default dedcdb7), alternating,
-   --repeats runs each. Reported: req/s per run and the medians, the after/before ratio,
-   and the workers' CPU time per request (utime + stime from /proc/<pid>/stat before
-   and after the wrk run, over wrk's request count), which moves least with noise.
+   of uncounted wrk), for the working tree ("after") and the --before tree ("before"),
+   alternating, --repeats runs each. Reported: req/s per run and the medians, the
+   after/before ratio, and the workers' CPU time per request (utime + stime from
+   /proc/<pid>/stat before and after the wrk run, over wrk's request count), which moves
+   least with noise.
 
 The tables are printed and written to bench/results/after-ready-<date>[-<cases>].md
 (cases are named only when a subset ran). Nothing is asserted: the bench measures.
@@ -78,16 +94,24 @@ CRASH_AFTER_SECONDS = 1.0
 CRASH_WARMUP = 2.0
 CRASH_WINDOW = 30.0
 
-SLOW_SECONDS = 5.0
+SLOW_SECONDS = 8.0  # --slow-seconds; must outlive the working tree's park (3 s) + drain
 GRACEFUL_TIMEOUT = 2
 DRAIN_FAST_CLIENTS = 8
 DRAIN_WARMUP = 1.0
 SLOW_LEAD = 0.5  # /slow is sent this long before the trigger
 DRAIN_AFTER = 8.0
-SLOW_TIMEOUT = 15.0
+SLOW_TIMEOUT = 15.0  # past /slow's own sleep: the client gives up on it
+EXIT_POLL = 0.05  # how often the old workers' /proc entries are checked
+# The fast clients often all sit on one worker, and `/slow` may land on the other, where
+# no request waits behind it: its connection is dialled again (before any request is
+# sent on it) until its worker holds a fast connection too, at most SLOW_DIALS times.
+SLOW_DIALS = 10
+ACCEPT_WAIT = 0.3  # for a worker to accept the dialled connection
 VERSION_TAIL = 2.0  # the note says which versions answered in the load's last seconds
 
 DEFAULT_BEFORE = "dedcdb7"
+# Flags the working tree has and the before tree does not: never passed to the latter.
+NOT_IN_BEFORE = ("--reload-stable-for",)
 WRK_SECONDS = 3
 WRK_WARMUP = 1
 HELLO = WRK_CASES[0]  # speed_wrk's "hello": GET /, keep-alive
@@ -131,29 +155,78 @@ threading.Thread(target=_die_after_ready, daemon=True).start()
 
 
 @dataclass(frozen=True)
+class Tree:
+    """A source tree unbroken runs from: the working tree's src/ or the --before worktree's."""
+
+    name: str  # "before" or "after"
+    src: Path
+    ref: str
+    shown_as: str  # src in the report, without temp paths
+
+
+@dataclass(frozen=True)
+class Trees:
+    """The trees of this run; before is None if its worktree was not needed or failed."""
+
+    after: Tree
+    before: Tree | None
+    before_ref: str
+    before_error: str = ""  # why before is None, when a case needed it
+    checks: tuple[tuple[str, str], ...] = ()  # (tree name, where `import unbroken` goes)
+
+    def check(self, name: str) -> str:
+        return dict(self.checks).get(name, "?")
+
+
+@dataclass(frozen=True)
 class Spec:
-    """One server configuration: a row label, the program and its options."""
+    """One server configuration: a row label, the program, its options, and for unbroken
+    the tree it runs from; `skip` says why the row cannot run (its before tree is missing)."""
 
     label: str
     program: str  # "unbroken" or "gunicorn"
     options: tuple[str, ...] = ()
+    tree: Tree | None = None  # unbroken only
+    skip: str = ""
 
     @property
     def unbroken(self) -> bool:
         return self.program == "unbroken"
 
+    def env(self) -> dict[str, str]:
+        return tree_env(self.tree) if self.tree is not None else dict(os.environ)
+
 
 GRACE = ("--graceful-timeout", str(GRACEFUL_TIMEOUT))
-CRASH_SPECS = (
-    Spec("unbroken", "unbroken"),
-    Spec("gunicorn sync", "gunicorn", ("-k", "sync")),
-)
-DRAIN_SPECS = (
-    Spec("unbroken --threads 1 (default)", "unbroken", GRACE),
-    Spec("unbroken --threads 4", "unbroken", ("--threads", "4", *GRACE)),
-    Spec("gunicorn sync", "gunicorn", ("-k", "sync", *GRACE)),
-    Spec("gunicorn gthread --threads 4", "gunicorn", ("-k", "gthread", "--threads", "4", *GRACE)),
-)
+THREADS_4 = ("--threads", "4", *GRACE)
+
+
+def unbroken_specs(trees: Trees, options: tuple[str, ...], suffix: str = "") -> list[Spec]:
+    """unbroken before, then after, with the same options (a row each)."""
+    if any(flag in NOT_IN_BEFORE for flag in options):
+        raise ValueError(f"{options} has a flag the before tree lacks ({NOT_IN_BEFORE})")
+    before = f"unbroken (before {trees.before_ref}){suffix}"
+    after = Spec(f"unbroken{suffix}", "unbroken", options, trees.after)
+    if trees.before is None:
+        return [Spec(before, "unbroken", options, skip=f"not run: {trees.before_error}"), after]
+    return [Spec(before, "unbroken", options, trees.before), after]
+
+
+def crash_specs(trees: Trees) -> list[Spec]:
+    return [*unbroken_specs(trees, ()), Spec("gunicorn sync", "gunicorn", ("-k", "sync"))]
+
+
+def drain_specs(trees: Trees) -> list[Spec]:
+    return [
+        *unbroken_specs(trees, GRACE, " --threads 1 (default)"),
+        *unbroken_specs(trees, THREADS_4, " --threads 4"),
+        Spec("gunicorn sync", "gunicorn", ("-k", "sync", *GRACE)),
+        Spec("gunicorn gthread --threads 4", "gunicorn", ("-k", "gthread", *THREADS_4)),
+    ]
+
+
+def tree_env(tree: Tree) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree.src)}
 
 
 def server_argv(spec: Spec, site: Site, port: int) -> list[str]:
@@ -168,11 +241,10 @@ def server_argv(spec: Spec, site: Site, port: int) -> list[str]:
 
 def start_server(spec: Spec, site: Site, port: int) -> subprocess.Popen[bytes]:
     """Start in a new session (stop_server ends the group), output to site/server.log."""
-    env = servers.unbroken_env() if spec.unbroken else dict(os.environ)
     with site.log("server").open("ab") as log:
         return subprocess.Popen(
             server_argv(spec, site, port), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, env=env, cwd=site.root, start_new_session=True,
+            stderr=subprocess.STDOUT, env=spec.env(), cwd=site.root, start_new_session=True,
         )  # fmt: skip
 
 
@@ -245,7 +317,7 @@ class Reload:
         argv = [*servers.unbroken_argv(), "reload", "--control", str(self.site.control_socket)]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=servers.unbroken_env(), start_new_session=True,
+            text=True, env=self.spec.env(), start_new_session=True,
         )  # fmt: skip
         self.thread = threading.Thread(target=self._wait, daemon=True)
         self.thread.start()
@@ -273,33 +345,31 @@ class Reload:
             return ReloadResult("none", f"still running {wait:.0f} s after the load; killed",
                                 None)  # fmt: skip
         assert self.done is not None and self.returned is not None
-        text = "\n".join(part.strip() for part in (self.done.stdout, self.done.stderr))
-        text = text.replace(str(self.site.root), "<root>")
-        print(f"    `unbroken reload` exited {self.done.returncode}:", *text.strip().splitlines(),
+        stdout, stderr = (text.replace(str(self.site.root), "<root>").strip().splitlines()
+                          for text in (self.done.stdout, self.done.stderr))  # fmt: skip
+        print(f"    `unbroken reload` exited {self.done.returncode}:", *stdout, *stderr,
               sep="\n      ", file=sys.stderr)  # fmt: skip
-        return ReloadResult(str(self.done.returncode), first_and_last(text),
+        return ReloadResult(str(self.done.returncode), reply_line(stdout, stderr),
                             self.returned - self.started)  # fmt: skip
 
 
-def first_and_last(text: str) -> str:
-    """The first line of an output, and its last one if it has more (the verdict)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return "no output"
-    if len(lines) == 1:
-        return lines[0][:100]
-    return f"{lines[0][:100]} … (last) {lines[-1][:100]}"
+def reply_line(stdout: list[str], stderr: list[str]) -> str:
+    """`unbroken reload` prints its reply on stdout and its progress on stderr, where a
+    failure ends with the verdict: the first line of stdout, else the last of stderr."""
+    if stdout:
+        return stdout[0][:160]
+    return f"{stderr[-1][:160]} (stderr)" if stderr else "no output"
 
 
 # ---------------------------------------------------------------- site
 
 
-def lay_out(root: Path, on_import_v2: str = "") -> Site:
+def lay_out(root: Path, on_import_v2: str = "", slow_seconds: float = SLOW_SECONDS) -> Site:
     """releases/v1 and v2 of the bench app under root, `current` pointing at v1."""
     for version, on_import in (("v1", ""), ("v2", on_import_v2)):
         release = root / "releases" / version
         release.mkdir(parents=True)
-        source = APP.format(version=version, on_import=on_import, slow_seconds=SLOW_SECONDS)
+        source = APP.format(version=version, on_import=on_import, slow_seconds=slow_seconds)
         (release / "app.py").write_text(source)
     site = Site(root)
     site.switch_to("v1")
@@ -343,6 +413,8 @@ class CrashRow:
 
 
 def run_crash(spec: Spec, root: Path) -> CrashRow:
+    if spec.skip:
+        return CrashRow(spec.label, note=spec.skip)
     spawns_file = root / "v2-spawns"
     on_import = CRASH_ON_IMPORT.format(spawns=str(spawns_file), crash_after=CRASH_AFTER_SECONDS)
     site = lay_out(root, on_import)
@@ -413,46 +485,159 @@ def render_crash(rows: list[CrashRow]) -> list[str]:
 
 class SlowRequest:
     """One `GET /slow` on a connection of its own, in a thread, so a reload can start
-    while it runs; records whether it was answered or cut, and after how long."""
+    while it runs; records whether it was answered or cut, and when."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, slow_seconds: float,
+                 where: Callable[[int], Placement | None]) -> None:  # fmt: skip
+        self.port, self.where = port, where
+        self.timeout = max(SLOW_TIMEOUT, slow_seconds + 5)
         self.sent = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.outcome = "not sent"
+        self.outcome = "not sent"  # "answered 200 v1", "cut (reset)", ...
         self.sent_at: float | None = None
+        self.ended_at: float | None = None
+        self.client_port: int | None = None  # its ephemeral port, to find its worker
+        self.dials = 0
 
     def start(self) -> SlowRequest:
         self.thread.start()
-        self.sent.wait(SLOW_TIMEOUT)
+        self.sent.wait(self.timeout)
         return self
 
     @property
     def running(self) -> bool:
         return self.sent_at is not None and self.thread.is_alive()
 
+    def _dial(self) -> http.client.HTTPConnection:
+        """A connection whose worker holds a fast one too, or the last of SLOW_DIALS."""
+        while True:
+            self.dials += 1
+            connection = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                    timeout=self.timeout)  # fmt: skip
+            connection.connect()
+            assert connection.sock is not None
+            self.client_port = connection.sock.getsockname()[1]
+            if self.dials >= SLOW_DIALS:
+                return connection
+            deadline = time.monotonic() + ACCEPT_WAIT
+            where = self.where(self.client_port)
+            while where is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                where = self.where(self.client_port)
+            if where is not None and where.beside_slow > 0:
+                return connection
+            connection.close()
+
     def _run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=SLOW_TIMEOUT)
-        started = time.monotonic()
+        connection: http.client.HTTPConnection | None = None
         try:
+            connection = self._dial()
             connection.request("GET", "/slow")
             self.sent_at = time.monotonic()
             self.sent.set()
             response = connection.getresponse()
             body = response.read()
-            took = time.monotonic() - started
             version = body.split(b" ", 1)[0].decode(errors="replace")
-            self.outcome = f"answered {response.status} {version} in {took:.1f} s"
+            self.outcome = f"answered {response.status} {version}"
         except (OSError, http.client.HTTPException) as error:
-            took = time.monotonic() - started
-            self.outcome = f"cut ({classify_error(error)}) after {took:.1f} s"
+            self.outcome = f"cut ({classify_error(error)})"
         finally:
-            connection.close()
+            self.ended_at = time.monotonic()
+            if connection is not None:
+                connection.close()
             self.sent.set()
 
-    def result(self, wait: float) -> str:
+    def result(self, wait: float, trigger: float) -> tuple[str, float | None]:
+        """What became of it and when, in seconds after the trigger (None: not yet)."""
         self.thread.join(wait)
-        return "still waiting" if self.thread.is_alive() else self.outcome
+        if self.thread.is_alive() or self.ended_at is None:
+            return "still waiting", None
+        return self.outcome, self.ended_at - trigger
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie (a zombie's worker has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+class ExitWatch:
+    """When each of the old workers exits, in seconds after the trigger: /proc polled
+    every EXIT_POLL s in a thread, until all are gone or `until`."""
+
+    def __init__(self, pids: list[int], trigger: float, until: float) -> None:
+        self.pids, self.trigger, self.until = pids, trigger, until
+        self.exited: dict[int, float] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ExitWatch:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while len(self.exited) < len(self.pids) and time.monotonic() < self.until:
+            now = time.monotonic()
+            for pid in self.pids:
+                if pid not in self.exited and not alive(pid):
+                    self.exited[pid] = now - self.trigger
+            time.sleep(EXIT_POLL)
+
+    def result(self) -> list[float | None]:
+        """Per old worker, sorted; None: still running at `until`."""
+        self.thread.join(max(0.0, self.until - time.monotonic()) + 1.0)
+        times = [self.exited.get(pid) for pid in self.pids]
+        return sorted(times, key=lambda t: (t is None, t or 0.0))
+
+
+def tcp_connections(port: int) -> dict[int, int]:
+    """Established server-side sockets of 127.0.0.1:port: socket inode -> client port."""
+    found = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                found[inode] = int(remote.rsplit(":", 1)[1], 16)
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the connections were at the trigger: fast ones beside `/slow` and elsewhere."""
+
+    beside_slow: int
+    elsewhere: int
+
+
+def placement(port: int, slow_port: int | None, workers: list[int]) -> Placement | None:
+    """Count the client connections each old worker holds; None if `/slow`'s is not found."""
+    connections = tcp_connections(port)
+    held = {pid: {connections[i] for i in socket_inodes(pid) if i in connections}
+            for pid in workers}  # fmt: skip
+    slow_worker = next((pid for pid, ports in held.items() if slow_port in ports), None)
+    if slow_worker is None:
+        return None
+    beside = len(held[slow_worker]) - 1
+    elsewhere = sum(len(ports) for pid, ports in held.items() if pid != slow_worker)
+    return Placement(beside, elsewhere)
 
 
 @dataclass(frozen=True)
@@ -463,37 +648,51 @@ class DrainRow:
     fast_failures: str = "—"
     fast_failed: int | None = None
     fast_max: float | None = None
-    slow: str = "—"
+    slow: str = "—"  # "answered 200 v1", "cut (reset)", "still waiting", ...
+    slow_ended: float | None = None  # s after the trigger
     slow_running: bool | None = None
+    old_exits: tuple[float | None, ...] = ()  # s after the trigger, per old worker
+    placement: Placement | None = None
     reload: ReloadResult | None = None
     note: str = ""
 
+    @property
+    def slow_cut(self) -> bool:
+        return self.slow.startswith("cut")
 
-def run_drain(spec: Spec, run: int, root: Path) -> DrainRow:
-    site = lay_out(root)
+
+def run_drain(spec: Spec, run: int, root: Path, slow_seconds: float) -> DrainRow:
+    if spec.skip:
+        return DrainRow(spec.label, run, note=spec.skip)
+    site = lay_out(root, slow_seconds=slow_seconds)
     try:
         with serving(spec, site) as (master, port):
-            return measure_drain(spec, run, site, master, port)
+            return measure_drain(spec, run, site, master, port, slow_seconds)
     except ServerFailed as error:
         return DrainRow(spec.label, run, note=str(error))
 
 
 def measure_drain(spec: Spec, run: int, site: Site, master: subprocess.Popen[bytes],
-                  port: int) -> DrainRow:  # fmt: skip
+                  port: int, slow_seconds: float) -> DrainRow:  # fmt: skip
     duration = DRAIN_WARMUP + SLOW_LEAD + DRAIN_AFTER + 20
     load = fast_load(port, DRAIN_FAST_CLIENTS, keep_alive=True, duration=duration).start()
     try:
         time.sleep(DRAIN_WARMUP)
-        slow = SlowRequest(port).start()
+        slow = SlowRequest(port, slow_seconds, lambda client: placement(
+            port, client, worker_pids(master.pid))).start()  # fmt: skip
         time.sleep(SLOW_LEAD)
         slow_running = slow.running
+        old_workers = worker_pids(master.pid)
+        where = placement(port, slow.client_port, old_workers)
         site.switch_to("v2")
         reload = Reload(spec, master, site)
         trigger = reload.start()
+        exits = ExitWatch(old_workers, trigger, trigger + DRAIN_AFTER).start()
         sleep_until(trigger + DRAIN_AFTER)
     finally:
         fast: list[Sample] = load.stop()
-    slow_outcome = slow.result(SLOW_TIMEOUT)
+    slow_outcome, slow_ended = slow.result(slow.timeout, trigger)
+    old_exits = tuple(exits.result())
     result = reload.finish(5.0)
     summary = summarize(fast)
     tail = trigger + DRAIN_AFTER - VERSION_TAIL
@@ -501,64 +700,99 @@ def measure_drain(spec: Spec, run: int, site: Site, master: subprocess.Popen[byt
     exited = master.poll()
     served = "+".join(sorted(versions)) or "none"
     notes = [f"fast answers in the last {VERSION_TAIL:g} s: {served}"]
+    if slow.dials > 1:
+        notes.append(f"`/slow` dialled {slow.dials} times")
+    if not slow_running:
+        notes.append("`/slow` was not running at the trigger")
+    if len(old_workers) != WORKERS:
+        notes.append(f"{len(old_workers)} old workers at the trigger")
     if exited is not None:
         notes.append(f"master exited {exited}")
     return DrainRow(
         spec.label, run, summary.requests, format_failures(fast), summary.failures,
-        summary.max, slow_outcome, slow_running, result, "; ".join(notes),
+        summary.max, slow_outcome, slow_ended, slow_running, old_exits, where, result,
+        "; ".join(notes),
     )  # fmt: skip
 
 
-def render_drain(rows: list[DrainRow], repeats: int) -> list[str]:
+def seconds(value: float | None, missing: str = "—") -> str:
+    return missing if value is None else f"{value:.1f}"
+
+
+def slow_cell(row: DrainRow) -> str:
+    if row.slow_ended is None:
+        return row.slow
+    return f"{row.slow} at {row.slow_ended:.1f}"
+
+
+def exits_cell(row: DrainRow) -> str:
+    if not row.old_exits:
+        return "—"
+    return ", ".join(seconds(t, f"> {DRAIN_AFTER:g}") for t in row.old_exits)
+
+
+def placement_cell(row: DrainRow) -> str:
+    if row.placement is None:
+        return "—" if row.slow == "—" else "? (`/slow` not found)"
+    return f"{row.placement.beside_slow} (other: {row.placement.elsewhere})"
+
+
+def render_drain(rows: list[DrainRow], specs: list[Spec], repeats: int,
+                 slow_seconds: float) -> list[str]:  # fmt: skip
+    order = [spec.label for spec in specs]
+    natural_end = slow_seconds - SLOW_LEAD
     lines = [
         "## 2. slow-request-drain",
         "",
-        f"`/slow` sleeps {SLOW_SECONDS:g} s, `/` answers at once; {WORKERS} workers, "
+        f"`/slow` sleeps {slow_seconds:g} s, `/` answers at once; {WORKERS} workers, "
         f"--graceful-timeout {GRACEFUL_TIMEOUT}. {DRAIN_FAST_CLIENTS} keep-alive clients on "
         f"`/` ({CLIENT_PAUSE * 1000:g} ms pause); `GET /slow` on its own connection "
-        f"{SLOW_LEAD:g} s before the trigger (*slow running at trigger*: no answer yet "
-        f"then); load for {DRAIN_AFTER:g} s after it. *fast failed* must be 0 for a "
-        f"correct server. {repeats} runs per server, the servers in turn each round.",
+        f"{SLOW_LEAD:g} s before the trigger, so uncut it answers {natural_end:g} s after "
+        f"it; load for {DRAIN_AFTER:g} s after the trigger. *fast failed* must be 0 for a "
+        "correct server. Times are seconds after the trigger: when `/slow` ended, and when "
+        f"each old worker exited (/proc polled every {EXIT_POLL * 1000:g} ms; "
+        f"> {DRAIN_AFTER:g}: still running at the load's end). *fast beside `/slow`*: "
+        "client connections the `/slow` worker held besides `/slow` at the trigger "
+        "(other: those the other old workers held; a sync gunicorn worker closes after "
+        "each response, so it holds few); `/slow`'s connection is dialled again, before "
+        f"its request, until it shares a worker with a fast one (at most {SLOW_DIALS} "
+        f"dials). {repeats} runs per server, the servers in turn each round.",
         "",
-        "| server | run | fast failed / total | fast max ms | `/slow` | slow running at "
-        "trigger | reload exit | reload said | note |",
-        "|---|---:|---|---:|---|---|---|---|---|",
+        "| server | run | fast failed / total | fast max ms | `/slow` | old workers exited "
+        "| fast beside `/slow` | reload exit | reload said | note |",
+        "|---|---:|---|---:|---|---|---|---|---|---|",
     ]
-    for row in sorted(rows, key=lambda r: ([s.label for s in DRAIN_SPECS].index(r.server),
-                                           r.run)):  # fmt: skip
+    for row in sorted(rows, key=lambda r: (order.index(r.server), r.run)):
         reload = row.reload
-        running = "—" if row.slow_running is None else ("yes" if row.slow_running else "no")
         fast_max = "—" if row.fast_max is None else f"{row.fast_max * 1000:.0f}"
         lines.append(
             f"| {row.server} | {row.run} | {row.fast_failures} / {row.fast_requests} "
-            f"| {fast_max} | {row.slow} | {running} | {reload.exit if reload else '—'} "
+            f"| {fast_max} | {slow_cell(row)} | {exits_cell(row)} | {placement_cell(row)} "
+            f"| {reload.exit if reload else '—'} "
             f"| {escape(reload.said) if reload else '—'} | {escape(row.note)} |"
         )
-    return [*lines, "", *drain_summary(rows), ""]
+    return [*lines, "", *drain_summary(rows, specs), ""]
 
 
-def drain_summary(rows: list[DrainRow]) -> list[str]:
-    lines = ["| server | fast failed per run | `/slow` answered / cut |", "|---|---|---|"]
-    for spec in DRAIN_SPECS:
+def drain_summary(rows: list[DrainRow], specs: list[Spec]) -> list[str]:
+    lines = ["| server | fast failed per run | `/slow` answered / cut | last old worker "
+             "exited, per run | fast beside `/slow`, per run |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for spec in specs:
         mine = sorted((r for r in rows if r.server == spec.label), key=lambda r: r.run)
         if not mine:
             continue
         counts = ", ".join("err" if r.fast_failed is None else str(r.fast_failed) for r in mine)
         answered = sum(r.slow.startswith("answered") for r in mine)
-        cut = sum(r.slow.startswith("cut") for r in mine)
-        lines.append(f"| {spec.label} | {counts} | {answered} / {cut} |")
+        cut = sum(r.slow_cut for r in mine)
+        last = ", ".join(exits_cell(r).rsplit(", ", 1)[-1] for r in mine)
+        beside = ", ".join("?" if r.placement is None else str(r.placement.beside_slow)
+                           for r in mine)  # fmt: skip
+        lines.append(f"| {spec.label} | {counts} | {answered} / {cut} | {last} | {beside} |")
     return lines
 
 
 # ---------------------------------------------------------------- case 3: keep-alive speed
-
-
-@dataclass(frozen=True)
-class Tree:
-    name: str  # "before" or "after"
-    src: Path
-    ref: str
-    shown_as: str  # src in the report, without temp paths
 
 
 @dataclass(frozen=True)
@@ -570,35 +804,6 @@ class SpeedRow:
     errors: int = 0
     cpu_us: float | None = None  # worker CPU time per request
     note: str = ""
-
-
-@contextlib.contextmanager
-def worktree(ref: str) -> Iterator[Path]:
-    """`git worktree add --detach` of ref in a temp dir, removed afterwards."""
-    parent = Path(tempfile.mkdtemp(prefix="after-ready-before-"))
-    path = parent / "tree"
-    git = ["git", "-C", str(servers.REPO), "worktree"]
-    subprocess.run([*git, "add", "--detach", str(path), ref], check=True,
-                   capture_output=True, text=True, timeout=120)  # fmt: skip
-    try:
-        yield path
-    finally:
-        subprocess.run([*git, "remove", "--force", str(path)], capture_output=True, timeout=60)
-        subprocess.run([*git, "prune"], capture_output=True, timeout=60)
-        shutil.rmtree(parent, ignore_errors=True)
-
-
-def tree_env(tree: Tree) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree.src)}
-
-
-def imported_from(tree: Tree) -> str:
-    """Where `import unbroken` resolves with this tree's PYTHONPATH (a check, for the note)."""
-    code = "import unbroken, os; print(os.path.dirname(unbroken.__file__))"
-    python = servers.unbroken_argv()[0]
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30,
-                          env=tree_env(tree))  # fmt: skip
-    return done.stdout.strip() or f"import failed: {done.stderr.strip()[-120:]}"
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -710,13 +915,66 @@ def number(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+# ---------------------------------------------------------------- the trees
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """`git worktree add --detach` of ref in a temp dir, removed afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix="after-ready-before-"))
+    path = parent / "tree"
+    git = ["git", "-C", str(servers.REPO), "worktree"]
+    try:
+        subprocess.run([*git, "add", "--detach", str(path), ref], check=True,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", str(path)], capture_output=True, timeout=60)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def imported_from(tree: Tree) -> str:
+    """Where `import unbroken` resolves with this tree's PYTHONPATH (a check, for the note)."""
+    code = "import unbroken, os; print(os.path.dirname(unbroken.__file__))"
+    python = servers.unbroken_argv()[0]
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30,
+                          env=tree_env(tree))  # fmt: skip
+    return done.stdout.strip() or f"import failed: {done.stderr.strip()[-120:]}"
+
+
+def needs_before(case_list: list[str]) -> bool:
+    return bool({"crash-after-ready", "slow-request-drain"} & set(case_list)) or (
+        "keepalive-before-after" in case_list and Path(WRK).exists()
+    )
+
+
+def open_trees(args: argparse.Namespace, stack: contextlib.ExitStack) -> Trees:
+    """The working tree, and the --before worktree if a case needs it: created once,
+    removed when `stack` closes (at the end, or on any error)."""
+    after = Tree("after", servers.REPO / "src", "working tree", "src")
+    if not needs_before(args.case_list):
+        return Trees(after, None, args.before, f"--before {args.before} not needed")
+    try:
+        path = stack.enter_context(worktree(args.before))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = (getattr(error, "stderr", "") or "").strip()[-200:]
+        why = f"worktree of {args.before} failed: {error!r} {detail}".strip()
+        return Trees(after, None, args.before, why)
+    before = Tree("before", path / "src", f"git {args.before}", "<worktree>/src")
+    checks = tuple((tree.name, imported_from(tree).replace(str(tree.src), tree.shown_as))
+                   for tree in (before, after))  # fmt: skip
+    return Trees(after, before, args.before, checks=checks)
+
+
 # ---------------------------------------------------------------- running the cases
 
 
-def in_temp_root(prefix: str, keep: bool, body: Callable[[Path], object]) -> object:
+@contextlib.contextmanager
+def temp_root(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh deploy root, removed afterwards unless --keep (then its logs stay)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        return body(root)
+        yield root
     finally:
         if keep:
             print(f"    kept {root}", file=sys.stderr)
@@ -724,55 +982,43 @@ def in_temp_root(prefix: str, keep: bool, body: Callable[[Path], object]) -> obj
             shutil.rmtree(root, ignore_errors=True)
 
 
-def crash_case(args: argparse.Namespace) -> list[str]:
+def crash_case(args: argparse.Namespace, trees: Trees) -> list[str]:
     rows: list[CrashRow] = []
-    for spec in CRASH_SPECS:
+    for spec in crash_specs(trees):
         started = time.monotonic()
         try:
-            row = in_temp_root("after-ready-crash-", args.keep, lambda r, s=spec: run_crash(s, r))
+            with temp_root("after-ready-crash-", args.keep) as root:
+                rows.append(run_crash(spec, root))
         except Exception as error:  # one broken row must not lose the others
-            row = CrashRow(spec.label, note=f"bench error: {error!r}"[:160])
-        assert isinstance(row, CrashRow)
-        rows.append(row)
+            rows.append(CrashRow(spec.label, note=f"bench error: {error!r}"[:160]))
         progress("crash-after-ready", spec.label, started)
     return render_crash(rows)
 
 
-def drain_case(args: argparse.Namespace) -> list[str]:
+def drain_case(args: argparse.Namespace, trees: Trees) -> list[str]:
     rows: list[DrainRow] = []
+    specs = drain_specs(trees)
     for run in range(1, args.repeats + 1):
-        for spec in DRAIN_SPECS:
+        for spec in specs:
             started = time.monotonic()
             try:
-                row = in_temp_root("after-ready-drain-", args.keep,
-                                   lambda r, s=spec, n=run: run_drain(s, n, r))  # fmt: skip
+                with temp_root("after-ready-drain-", args.keep) as root:
+                    rows.append(run_drain(spec, run, root, args.slow_seconds))
             except Exception as error:
-                row = DrainRow(spec.label, run, note=f"bench error: {error!r}"[:160])
-            assert isinstance(row, DrainRow)
-            rows.append(row)
+                rows.append(DrainRow(spec.label, run, note=f"bench error: {error!r}"[:160]))
             progress("slow-request-drain", f"{spec.label} run {run}", started)
-    return render_drain(rows, args.repeats)
+    return render_drain(rows, specs, args.repeats, args.slow_seconds)
 
 
-def speed_case(args: argparse.Namespace) -> list[str]:
+def speed_case(args: argparse.Namespace, trees: Trees) -> list[str]:
     if not Path(WRK).exists():
         return ["## 3. keepalive-before-after", "", f"not run: {WRK} is missing", ""]
-    try:
-        with (
-            worktree(args.before) as before_root,
-            tempfile.TemporaryDirectory(prefix="after-ready-speed-") as scratch,
-        ):
-            trees = [Tree("before", before_root / "src", f"git {args.before}", "<worktree>/src"),
-                     Tree("after", servers.REPO / "src", "working tree", "src")]  # fmt: skip
-            checks = {tree.name: imported_from(tree) for tree in trees}
-            rows = speed_runs(trees, args.repeats, Path(scratch))
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", "") or ""
-        return ["## 3. keepalive-before-after", "",
-                f"not run: {error!r} {detail.strip()[:200]}", ""]  # fmt: skip
-    for tree in trees:
-        checks[tree.name] = checks[tree.name].replace(str(tree.src), tree.shown_as)
-    return render_speed(rows, trees, checks)
+    if trees.before is None:
+        return ["## 3. keepalive-before-after", "", f"not run: {trees.before_error}", ""]
+    both = [trees.before, trees.after]
+    with tempfile.TemporaryDirectory(prefix="after-ready-speed-") as scratch:
+        rows = speed_runs(both, args.repeats, Path(scratch))
+    return render_speed(rows, both, {tree.name: trees.check(tree.name) for tree in both})
 
 
 def speed_runs(trees: list[Tree], repeats: int, scratch: Path) -> list[SpeedRow]:
@@ -793,7 +1039,7 @@ def progress(case: str, what: str, started: float) -> None:
           flush=True)  # fmt: skip
 
 
-CASES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+CASES: dict[str, Callable[[argparse.Namespace, Trees], list[str]]] = {
     "crash-after-ready": crash_case,
     "slow-request-drain": drain_case,
     "keepalive-before-after": speed_case,
@@ -805,35 +1051,50 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(CASE_NAMES),
                         help=f"comma-separated subset of {', '.join(CASE_NAMES)}")  # fmt: skip
     parser.add_argument("--before", default=DEFAULT_BEFORE,
-                        help="git ref measured as 'before' in keepalive-before-after")  # fmt: skip
+                        help="git ref run as 'unbroken (before REF)' in every case")  # fmt: skip
     parser.add_argument(
         "--repeats",
         type=int,
         default=3,
         help="runs per server (slow-request-drain) and per tree (keep-alive)",
     )
+    parser.add_argument("--slow-seconds", type=float, default=SLOW_SECONDS,
+                        help="how long /slow sleeps in slow-request-drain")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp deploy roots (logs)")
     args = parser.parse_args(argv)
     args.case_list = [name for name in args.cases.split(",") if name]
     if unknown := set(args.case_list) - set(CASE_NAMES):
         parser.error(f"unknown cases {sorted(unknown)}; known: {', '.join(CASE_NAMES)}")
-    if not args.case_list or args.repeats < 1:
-        parser.error("no case selected, or --repeats below 1")
+    if not args.case_list or args.repeats < 1 or not 0 < args.slow_seconds <= 30:
+        parser.error("no case selected, --repeats below 1, or --slow-seconds not in (0, 30]")
     return args
 
 
-def header(args: argparse.Namespace, took: float, load: tuple[str, str]) -> list[str]:
+def header(took: float, load: tuple[str, str], commits: tuple[str, str],
+           trees: Trees) -> list[str]:  # fmt: skip
     command = shlex.join(["python", "bench/after_ready.py", *sys.argv[1:]])
     versions = servers.installed_peer_versions()
+    if trees.before is not None:
+        before = (f"; \"unbroken (before {trees.before_ref})\" from git {trees.before_ref} in a "
+                  f"temporary worktree (`import unbroken` → {trees.check('before')}, working "
+                  f"tree → {trees.check('after')})")  # fmt: skip
+    else:
+        before = f"; no before tree ({trees.before_error})"
     return [
         f"# After Ready: crash, drain and keep-alive cost ({datetime.date.today().isoformat()})",
         "",
         f"`{command}`, took {took:.0f} s; {os.cpu_count()} CPUs, load average before / after "
         f"{load[0]} / {load[1]}; Python {sys.version.split()[0]}; unbroken from the working "
-        f"tree (`{git_describe()}`) run by {servers.PEERS_VENV.name}'s Python; gunicorn "
-        f"{versions.get('gunicorn', '?')}. All traffic on 127.0.0.1.",
+        f"tree ({commit_text(*commits)}){before}; both run by {servers.PEERS_VENV.name}'s "
+        f"Python; gunicorn {versions.get('gunicorn', '?')}. All traffic on 127.0.0.1.",
         "",
     ]
+
+
+def commit_text(at_start: str, at_end: str) -> str:
+    if at_start == at_end:
+        return f"`{at_start}`"
+    return f"`{at_start}` at the start, `{at_end}` at the end: it changed during the run"
 
 
 def git_describe() -> str:
@@ -858,11 +1119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if why := servers.unbroken_missing():
         print(f"warning: {why}", file=sys.stderr)
     servers.ensure_peers()
-    started, load_before = time.monotonic(), load_average()
-    sections = [line for name in CASE_NAMES if name in args.case_list
-                for line in CASES[name](args)]  # fmt: skip
+    # SIGTERM unwinds like an error, so servers stop and the worktree goes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    started, load_before, commit = time.monotonic(), load_average(), git_describe()
+    with contextlib.ExitStack() as stack:
+        trees = open_trees(args, stack)
+        sections = [line for name in CASE_NAMES if name in args.case_list
+                    for line in CASES[name](args, trees)]  # fmt: skip
     took = time.monotonic() - started
-    report = "\n".join([*header(args, took, (load_before, load_average())), *sections])
+    commits = (commit, git_describe())
+    load = (load_before, load_average())
+    report = "\n".join([*header(took, load, commits, trees), *sections])
     print(report)
     RESULTS.mkdir(exist_ok=True)
     path = report_path(args.case_list)

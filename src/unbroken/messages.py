@@ -5,8 +5,9 @@ the worker's lifeline: when the master dies, the worker reads EOF and exits, so
 no orphan keeps a port or a database connection.
 
 Worker exit codes are part of this contract (`WorkerExit`). The master writes to
-the same channel only to park and resume a worker during a reload's stability
-window (`MasterMessage`).
+the same channel to park and resume a worker during a reload's stability window,
+to drain it, and to hand it connections a draining sibling could not finish
+(`MasterMessage`; descriptors travel as SCM_RIGHTS with the line that counts them).
 """
 
 from __future__ import annotations
@@ -91,12 +92,38 @@ class Resume:
     """Master to worker: the new generation was rolled back; accept again."""
 
 
-WorkerMessage = Ready | BootFailed | Heartbeat | Retire | Cut
-MasterMessage = Park | Resume
+@dataclass(frozen=True)
+class HandOver:
+    """Worker to master, at its drain deadline: `count` connections between requests
+    travel with this line (SCM_RIGHTS), for a serving sibling to carry on."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Master to worker: stop accepting and finish within `timeout` seconds. Sent on
+    the channel, not as SIGTERM, because a worker's loop may be busy in an inline
+    request for longer than that; the thread reading the channel is not."""
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Master to worker: serve the `count` connections attached to this line."""
+
+    count: int
+
+
+WorkerMessage = Ready | BootFailed | Heartbeat | Retire | Cut | HandOver
+MasterMessage = Park | Resume | Drain | Adopt
 _TYPES: dict[str, type[WorkerMessage]] = {
-    cls.__name__: cls for cls in (Ready, BootFailed, Heartbeat, Retire, Cut)
+    cls.__name__: cls for cls in (Ready, BootFailed, Heartbeat, Retire, Cut, HandOver)
 }
-_MASTER_TYPES: dict[str, type[MasterMessage]] = {cls.__name__: cls for cls in (Park, Resume)}
+_MASTER_TYPES: dict[str, type[MasterMessage]] = {
+    cls.__name__: cls for cls in (Park, Resume, Drain, Adopt)
+}
 
 
 def encode(message: WorkerMessage | MasterMessage) -> bytes:

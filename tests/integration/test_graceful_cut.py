@@ -60,7 +60,7 @@ def test_request_cut_at_the_graceful_deadline_is_logged_counted_and_in_history(
         service_factory: Any, releases: Path) -> None:
     port = _free_port()
     service = service_factory("--threads", "4", "--graceful-timeout", "1",
-                              "--metrics-bind", f"127.0.0.1:{port}")
+                              "--reload-stable-for", "0", "--metrics-bind", f"127.0.0.1:{port}")
     service.wait_serving()
     answer: dict[str, Any] = {}
     client = threading.Thread(target=_slow_request, args=(service.address, answer))

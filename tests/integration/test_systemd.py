@@ -58,7 +58,8 @@ def test_notify_tells_the_truth(service_factory: Any, releases: Path, tmp_path: 
     reloading = receive(listener)
     assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) >= before
     ready, progress = until(listener, "READY")
-    assert progress == ["reloading: generation 2 1/2 ready", "reloading: generation 2 2/2 ready"]
+    assert progress == ["reloading: generation 2 1/2 ready", "reloading: generation 2 2/2 ready",
+                        "reloading: generation 2 ready, watched for 3s"]
     assert ready["READY"] == "1" and ready["STATUS"].startswith("generation 2 serving")
 
     write_release(releases, "v3", broken=True)

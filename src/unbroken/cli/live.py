@@ -36,7 +36,7 @@ def status_view(data: dict[str, Any]) -> Group:
     table = Table(box=None, header_style="bold")
     for column in ("PID", "GEN", "STATE", "AGE", "REQUESTS", "IN-FLIGHT", "RSS-MiB"):
         table.add_column(column, justify="left" if column == "STATE" else "right")
-    styles = {"booting": "yellow", "ready": "green", "draining": "magenta"}
+    styles = {"booting": "yellow", "ready": "green", "parked": "cyan", "draining": "magenta"}
     for w in data["workers"]:
         table.add_row(str(w["pid"]), str(w["generation"]),
                       Text(w["state"], style=styles.get(w["state"], "")), f"{w['age']:.1f}s",

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import importlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from unbroken.observability.cuts import CutRequest
 
 SECONDS = 1.0
 KIB = 1024
@@ -91,12 +95,26 @@ class Engine(Protocol):
         """The reload was rolled back: accept and keep connections alive again."""
         ...
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float,
+                    hand_over: Callable[[list[int]], bool] | None = None) -> None:
         """Stop accepting, finish in-flight work, close keep-alive connections
         only after a `Connection: close` response or their idle timeout; return
         when every connection is closed or the monotonic `deadline` passed (then
-        whatever is left is closed, and the requests that cut are left in a
-        `cut_requests` list, which the worker reports; see observability/cuts.py)."""
+        connections between requests are offered to `hand_over`, whatever is left
+        is closed, and the requests that cut are left in a `cut_requests` list,
+        which the worker reports; see observability/cuts.py)."""
+        ...
+
+    def adopt(self, sockets: list[socket.socket]) -> None:
+        """Serve connections a draining sibling handed over, as if just accepted."""
+        ...
+
+    def handover_fds(self) -> list[int]:
+        """Connections between requests (safe to read while the loop is stuck)."""
+        ...
+
+    def running_requests(self) -> list[CutRequest]:
+        """The requests running now (safe to read while the loop is stuck)."""
         ...
 
     def reopen_logs(self) -> None: ...

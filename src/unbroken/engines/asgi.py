@@ -31,6 +31,7 @@ from unbroken.engines.connection import (
     CoreCounters,
     Exchange,
     ExchangeListener,
+    HandOver,
 )
 from unbroken.engines.probe import probe_asgi
 
@@ -67,9 +68,9 @@ class ASGIEngine(CoreCounters):
     async def start(self, listeners: list[socket.socket]) -> None:
         self._server.start(listeners)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float, hand_over: HandOver | None = None) -> None:
         try:
-            await self._server.drain(deadline)
+            await self._server.drain(deadline, hand_over)
             await self._cancel_tasks()
             timeout = max(deadline - time.monotonic(), SHUTDOWN_MIN_TIMEOUT)
             await self.lifespan.shutdown(timeout)

@@ -126,6 +126,11 @@ class UpgradedStream(Protocol):
         ...
 
 
+# Given the descriptors of connections between requests, passes them to a sibling
+# worker; True if it did (then ours are closed without a word to the client).
+HandOver = Callable[[list[int]], bool]
+
+
 class RequestHandler(Protocol):
     def handle(self, exchange: Exchange) -> ExchangeListener: ...
 
@@ -607,6 +612,18 @@ class HTTPConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def movable_fd(self) -> int | None:
+        """The socket's descriptor if another process could carry on from here: between
+        requests, nothing of the next one read (if sent, it is in the kernel), nothing
+        left to write."""
+        transport = self.transport
+        if (transport is None or self.current is not None or self._pending or self._eof
+                or self.phase not in (Phase.FRESH, Phase.IDLE) or self.parser.in_head
+                or transport.get_write_buffer_size()):
+            return None
+        sock = transport.get_extra_info("socket")
+        return None if sock is None else int(sock.fileno())
+
     def pause_reading(self, reason: str) -> None:
         if not self._read_pauses and self.transport is not None and not self.closing:
             self.transport.pause_reading()
@@ -695,6 +712,8 @@ class ConnectionServer:
         self._dates = DateCache()
         self._acceptors: list[Acceptor] = []
         self._connections: set[HTTPConnection] = set()
+        # Accepted, not yet connected to a protocol: nothing of them has been read.
+        self._adopting: set[socket.socket] = set()
         self._accepted = 0  # sockets accepted and not yet closed
         self._all_closed: asyncio.Event | None = None
 
@@ -746,8 +765,33 @@ class ConnectionServer:
 
     def _accepted_socket(self, sock: socket.socket) -> None:
         self._accepted += 1
+        self._adopting.add(sock)
         task = self.loop.create_task(self._adopt(sock))
         task.add_done_callback(_consume_result)
+
+    def adopt(self, sockets: list[socket.socket]) -> None:
+        """Serve connections a draining sibling handed over (see `handover_fds`) as if
+        just accepted: whatever their clients sent is still in the kernel, unread."""
+        for sock in sockets:
+            sock.setblocking(False)
+            self._accepted_socket(sock)
+
+    def handover_fds(self, *, unconnected: bool = False) -> list[tuple[int, HTTPConnection | None]]:
+        """The connections another worker could take over unnoticed (`movable_fd`),
+        with sockets accepted but not yet connected if `unconnected` (only when the
+        loop will never run again: it would connect and read them). Plain TCP only:
+        TLS state and a PROXY header's address live in this process. Read-only, so
+        the drain watchdog may call it while the loop is stuck in an application
+        call (worker/main.py)."""
+        if self.tls is not None or self.settings.proxy_protocol:
+            return []
+        found: list[tuple[int, HTTPConnection | None]] = [
+            (sock.fileno(), None) for sock in list(self._adopting) if unconnected]
+        for connection in list(self._connections):
+            fd = connection.movable_fd()
+            if fd is not None:
+                found.append((fd, connection))
+        return [(fd, connection) for fd, connection in found if fd >= 0]
 
     async def _adopt(self, sock: socket.socket) -> None:
         # With TLS the handshake runs first, under header_timeout (a slowloris may
@@ -764,6 +808,8 @@ class ConnectionServer:
         except OSError:
             sock.close()
             self._socket_released()
+        finally:
+            self._adopting.discard(sock)
 
     def _socket_released(self) -> None:
         self._accepted -= 1
@@ -798,8 +844,13 @@ class ConnectionServer:
 
     # ------------------------------------------------------------- draining
 
-    async def drain(self, deadline: float) -> None:
-        """Stop accepting now; wait for connections to end; at `deadline`, end them."""
+    async def drain(self, deadline: float, hand_over: HandOver | None = None) -> None:
+        """Stop accepting now; wait for connections to end; at `deadline`, end them.
+
+        At the deadline, connections between requests are first offered to
+        `hand_over` (the worker passes them to a sibling through the master): a
+        kept-alive client whose next request is on its way would otherwise be reset.
+        """
         self.draining = True
         self.stop_accepting()
         self._all_closed = asyncio.Event()
@@ -809,6 +860,12 @@ class ConnectionServer:
         await self._wait_all_closed(deadline)
         # Looked at once, here, where they are ended: nothing on the request path.
         self.cut = still_running(self._connections, time.time())
+        candidates = self.handover_fds() if hand_over is not None else []
+        if candidates and hand_over is not None and hand_over([fd for fd, _ in candidates]):
+            # Closing our descriptor does not end a connection another process holds.
+            for _fd, connection in candidates:
+                if connection is not None:
+                    connection.abort()
         handshakes = [c.end_at_deadline() for c in list(self._connections)]
         if any(handshakes):
             await self._wait_all_closed(time.monotonic() + CLOSE_HANDSHAKE_TIMEOUT)
@@ -862,6 +919,17 @@ class CoreCounters:
 
     def resume_accepting(self) -> None:
         self._server.unpark()
+
+    def adopt(self, sockets: list[socket.socket]) -> None:
+        self._server.adopt(sockets)
+
+    def handover_fds(self) -> list[int]:
+        """For the drain watchdog, while the loop is stuck: see ConnectionServer."""
+        return [fd for fd, _ in self._server.handover_fds(unconnected=True)]
+
+    def running_requests(self) -> list[CutRequest]:
+        """For the drain watchdog: what exiting now would cut."""
+        return still_running(list(self._server._connections), time.time())
 
     @property
     def requests_served(self) -> int:

@@ -2,8 +2,14 @@
 
 Rules:
 1. The loop thread does all socket I/O and parsing; a request reaches the app only
-   once its head is complete, so slow clients never hold a thread (the flaw of
-   gunicorn's gthread worker, HTTP-HARDENING.md §5.1).
+   once its head is complete and its body is here, or `BODY_AHEAD` bytes of it
+   (then the rest streams), so slow clients never hold a thread (the flaw of
+   gunicorn's gthread worker, HTTP-HARDENING.md §5.1): one connection trickling a
+   body would otherwise take the only thread of a `--threads 1` worker from
+   everyone. The body is read ahead on the loop, under the body timer. Not when
+   the client sent `Expect: 100-continue`: it waits for the app to decide on the
+   head alone (RFC 9110 §10.1.1), so the app gets the request at once and `100
+   Continue` goes out when it first reads, as before.
 2. With `--threads 1` (the default) a request whose body is all here runs *inline*,
    on the loop thread, when no pool thread is busy: no thread hop, no GIL hand-over,
    one `transport.write` for a list body. The worker then serves one request at a
@@ -39,10 +45,17 @@ from unbroken.engines.connection import (
     CoreCounters,
     Exchange,
     ExchangeListener,
+    HandOver,
 )
 from unbroken.engines.probe import probe_wsgi
 from unbroken.engines.wsgi_environ import base_environ, build_environ
-from unbroken.engines.wsgi_io import NO_BODY, FileWrapper, RequestBody, WriteGate
+from unbroken.engines.wsgi_io import (
+    BODY_HIGH_WATER,
+    NO_BODY,
+    FileWrapper,
+    RequestBody,
+    WriteGate,
+)
 from unbroken.http.errors import ResponseHeaderError
 from unbroken.http.response import DateCache, ResponsePlan, plan_response
 
@@ -53,6 +66,9 @@ StartResponse = Callable[..., Callable[[bytes], None]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# Rule 1: body bytes read on the loop before the app gets the request; at the body
+# buffer's high water, so reading ahead never buffers more than streaming would.
+BODY_AHEAD = BODY_HIGH_WATER
 
 
 class ClientGone(Exception):
@@ -81,6 +97,8 @@ class WSGIRequest:
         self._status: tuple[int, bytes] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_sent = False
+        self._buffered = 0  # body bytes received and not yet read by the app
+        self._reading_ahead = False  # rule 1: the app waits for the body, not vice versa
 
     def use_pool(self) -> None:
         """(loop) Before a pool thread takes over: it waits for room through a gate."""
@@ -107,10 +125,31 @@ class WSGIRequest:
     # ------------------------------------------------ ExchangeListener (loop)
 
     def body_received(self, data: bytes) -> int:
-        return int(self.body.feed(data))
+        self._buffered = buffered = int(self.body.feed(data))
+        if self._reading_ahead and buffered >= BODY_AHEAD:
+            self._start()
+        return buffered
 
     def body_complete(self) -> None:
         self.body.feed_eof()
+        if self._reading_ahead:
+            self._start()
+
+    def dispatch(self) -> None:
+        """(loop, soon after `handle`) Give the request to a thread now if its body is
+        here, or enough of it; else read ahead until it is (rule 1)."""
+        exchange = self._exchange
+        if (exchange.request_complete or self._buffered >= BODY_AHEAD or exchange.finished
+                or exchange.head.expect_continue):
+            self._engine.run_request(self)
+            return
+        self._reading_ahead = True
+        exchange.read_body()
+
+    def _start(self) -> None:
+        self._reading_ahead = False
+        # Soon, not now: we are inside the core's routing of this body's events.
+        self._loop.call_soon(self._engine.run_request, self)
 
     def body_failed(self, error: Exception) -> None:
         self.body.fail(error)
@@ -406,9 +445,9 @@ class WSGIEngine(CoreCounters):
         """Accept on `listeners` (bound and listening already); returns when accepting."""
         self._server.start(listeners)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float, hand_over: HandOver | None = None) -> None:
         try:
-            await self._server.drain(deadline)
+            await self._server.drain(deadline, hand_over)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
             if self._access_log is not None:
@@ -422,13 +461,23 @@ class WSGIEngine(CoreCounters):
 
     def handle(self, exchange: Exchange) -> ExchangeListener:
         request = WSGIRequest(self, exchange)
-        if self.inline:
+        if exchange.head.has_body:
+            # Soon: the body events the core already parsed are routed after we return.
+            self.loop.call_soon(request.dispatch)
+        elif self.inline:
             # Soon, not now: the core is still routing this request's body events,
             # and a response sent from here would start the next request re-entrantly.
             self.loop.call_soon(request.run_inline)
         else:
             self.submit(request)
         return request
+
+    def run_request(self, request: WSGIRequest) -> None:
+        """(loop) The request has what it needs: inline if allowed, else the pool."""
+        if self.inline:
+            request.run_inline()
+        else:
+            self.submit(request)
 
     @property
     def pool_busy(self) -> bool:

@@ -102,6 +102,11 @@ class RequestBody:
         while not ready() and not self._eof:
             if self._error is not None:
                 raise OSError(f"request body unavailable: {self._error}") from self._error
+            if self._loop_paused:
+                # The app asks for more than the high water holds (`read()` of a large
+                # body): the pause bounds what we buffer unasked, not what it asked.
+                self._loop_paused = False
+                self._on_drained()
             self._condition.wait()
 
     def _take(self, size: int) -> bytes:

@@ -34,6 +34,7 @@ from unbroken.config.source import ConfigSource
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
+from unbroken.master.channels import JSONLineChannel
 from unbroken.master.fifo import MasterFifo
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.output import OutputTap
@@ -50,8 +51,10 @@ from unbroken.master.probe import HTTPProbe
 from unbroken.master.signals import SignalQueue
 from unbroken.master.systemd import Notifier
 from unbroken.messages import (
+    Adopt,
     BootFailed,
     Cut,
+    HandOver,
     Heartbeat,
     Park,
     Ready,
@@ -355,7 +358,7 @@ class Master:
             return
         worker.move_to(WorkerState.DRAINING)
         worker.drain_started = time.monotonic()
-        worker.signal(worker.drain_signal)
+        worker.drain(self.config.graceful_timeout)
         log.info("draining worker %d (generation %d)", worker.pid, worker.generation)
 
     # -- worker events ------------------------------------------------------------------
@@ -384,11 +387,34 @@ class Master:
         elif isinstance(message, Retire) and not worker.retiring:
             log.info("worker %d asks to be replaced: %s", worker.pid, message.reason)
             worker.retiring = True
+        elif isinstance(message, HandOver):
+            self._rehome(worker, message.count)
         elif isinstance(message, Cut):
             log.warning("worker %d (generation %d) cut %d request(s) at --graceful-timeout: %s",
                         worker.pid, worker.generation, message.count, ", ".join(message.samples))
             worker.cut += message.count
             self.observatory.requests_cut(message.count)
+
+    def _rehome(self, worker: Worker, count: int) -> None:
+        """A draining worker's idle connections, at its deadline: to the serving worker
+        with the fewest, which reads whatever their clients sent (still in the kernel).
+        With none to take them (a stop), closing our copies closes them."""
+        assert isinstance(worker.channel, JSONLineChannel)
+        fds = worker.channel.take_fds(count)
+        takers = [w for w in self.workers.values() if w.state is WorkerState.READY
+                  and w.parkable and w.generation == self.serving and w.kill_reason is None]
+        taker = min(takers, key=lambda w: w.stats.connections, default=None)
+        try:
+            if taker is not None and taker.tell(Adopt(len(fds)), fds):
+                log.info("worker %d handed %d idle connection(s) to worker %d",
+                         worker.pid, len(fds), taker.pid)
+                self.observatory.connections_handed_over(len(fds))
+            else:
+                log.warning("worker %d had %d idle connection(s) at --graceful-timeout and "
+                            "no serving worker to take them: closed", worker.pid, len(fds))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _probe(self, worker: Worker, message: Ready) -> None:
         """A --cmd worker said it is up: ask its private socket for --health-path."""
@@ -750,7 +776,7 @@ class Master:
                 worker.signal(signal.SIGKILL)
             elif graceful and worker.state in (WorkerState.READY, WorkerState.PARKED):
                 worker.move_to(WorkerState.DRAINING)
-                worker.signal(worker.drain_signal)
+                worker.drain(self.config.graceful_timeout)
             elif not graceful:
                 # Our workers exit at once on QUIT; other programs get their own stop
                 # signal and the short quick-stop deadline before SIGKILL.

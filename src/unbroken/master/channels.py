@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from typing import Protocol
 
 from unbroken.messages import Heartbeat, Ready, WorkerMessage, decode
@@ -23,6 +24,7 @@ log = logging.getLogger("unbroken.master")
 
 MAX_MESSAGE_BUFFER = 1 << 20
 MAX_DATAGRAM = 4096
+MAX_FDS = 64  # descriptors per read; a worker sends at most this many per line
 
 
 class Channel(Protocol):
@@ -40,14 +42,18 @@ class JSONLineChannel:
         self.sock = sock
         self.pid = pid
         self.inbox = b""
+        # Descriptors received (SCM_RIGHTS) and not yet claimed by a `HandOver` line;
+        # they arrive with the line's first byte, so before the line is whole.
+        self.fds: deque[int] = deque()
 
     def read(self) -> list[WorkerMessage] | None:
         try:
-            data = self.sock.recv(65536)
+            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS)
         except BlockingIOError:
             return []
         except OSError:
-            data = b""
+            data, fds = b"", []
+        self.fds.extend(fds)
         if not data:
             return None
         self.inbox += data
@@ -63,8 +69,13 @@ class JSONLineChannel:
                 log.error("worker %d: %s", self.pid, error)
         return messages
 
+    def take_fds(self, count: int) -> list[int]:
+        return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
+
     def close(self) -> None:
         self.sock.close()
+        while self.fds:
+            os.close(self.fds.popleft())
 
 
 class NotifyChannel:

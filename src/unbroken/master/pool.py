@@ -20,7 +20,7 @@ from typing import Any
 
 from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
 from unbroken.master.output import OutputTap
-from unbroken.messages import BootFailed, Heartbeat, MasterMessage, encode
+from unbroken.messages import BootFailed, Drain, Heartbeat, MasterMessage, encode
 from unbroken.rollout.lifecycle import WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -69,13 +69,21 @@ class Worker:
         """Our own workers can stop accepting and resume; a --cmd program cannot."""
         return isinstance(self.channel, JSONLineChannel)
 
-    def tell(self, message: MasterMessage) -> None:
+    def tell(self, message: MasterMessage, fds: list[int] | None = None) -> bool:
         """Best effort: a worker that is gone is reaped and dealt with as such."""
-        if isinstance(self.channel, JSONLineChannel):
-            try:
-                self.channel.sock.send(encode(message))
-            except OSError:
-                pass
+        if not isinstance(self.channel, JSONLineChannel):
+            return False
+        try:
+            sent = socket.send_fds(self.channel.sock, [encode(message)], fds or [])
+        except OSError:
+            return False
+        return sent > 0  # a line this short is written whole or not at all
+
+    def drain(self, timeout: float) -> None:
+        """Ours hear it on the channel, which no busy request can hold up (see
+        messages.Drain); a --cmd program gets its drain signal."""
+        if not self.tell(Drain(timeout)):
+            self.signal(self.drain_signal)
 
     def last_lines(self) -> str:
         if self.output is None:

@@ -65,6 +65,9 @@ class Observatory:
     def requests_cut(self, count: int) -> None:
         self.book.requests_cut += count
 
+    def connections_handed_over(self, count: int) -> None:
+        self.book.connections_handed_over += count
+
     def reload_amended(self, old: ReloadEntry, new: ReloadEntry) -> None:
         """A written entry learnt more (its old workers' cuts): not a new reload."""
         self.history.replace(old, new)

@@ -19,7 +19,7 @@ from unbroken.messages import Heartbeat
 from unbroken.observability.latency import BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-WORKER_STATES = ("booting", "ready", "draining")
+WORKER_STATES = ("booting", "ready", "parked", "draining")
 RELOAD_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -46,6 +46,7 @@ class MetricsBook:
     reload_sum: float = 0.0
     restarts: dict[str, int] = field(default_factory=dict)
     requests_cut: int = 0  # by --graceful-timeout, as workers report before exiting
+    connections_handed_over: int = 0  # idle at a drain deadline, to a serving worker
     crash_loop_deaths: int = 0  # serving workers that died soon after Ready, in a row
     crash_loop_gave_up: bool = False
 
@@ -133,6 +134,10 @@ def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
                  "Requests still running at --graceful-timeout, whose clients got no "
                  "complete response.",
                  [f"unbroken_requests_cut_total {book.requests_cut}"]),
+        *_family("unbroken_connections_handed_over_total", "counter",
+                 "Idle connections of a worker at its --graceful-timeout passed to a "
+                 "serving worker instead of being closed.",
+                 [f"unbroken_connections_handed_over_total {book.connections_handed_over}"]),
         *_family("unbroken_crash_loop_deaths", "gauge",
                  "Serving workers that died soon after Ready, in a row (0: no crash loop).",
                  [f"unbroken_crash_loop_deaths {book.crash_loop_deaths}"]),

@@ -21,16 +21,22 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from unbroken.engines import EngineSettings, load_engine
 from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
+    Adopt,
     BootFailed,
+    Drain,
+    HandOver,
     Heartbeat,
+    MasterMessage,
     Park,
     Ready,
+    Resume,
     Retire,
     WorkerExit,
     WorkerMessage,
@@ -46,6 +52,11 @@ log = logging.getLogger("unbroken.worker")
 PR_SET_PDEATHSIG = 1
 # After the master vanished, in-flight requests get this long before we exit.
 ORPHAN_DRAIN_TIMEOUT = 1.0
+# The loop not back this long after the drain deadline is stuck in an application
+# call (an inline request, with --threads 1): the watchdog thread ends the drain. Well
+# inside the master's kill margin (rollout/planner.py DRAIN_KILL_MARGIN).
+STUCK_GRACE = 0.5
+MAX_FDS_PER_MESSAGE = 64
 
 
 class Channel:
@@ -56,13 +67,65 @@ class Channel:
         self.sock.setblocking(True)
         # The heartbeat thread and the loop both send: one whole line at a time.
         self._lock = threading.Lock()
+        self._inbox = b""  # a partial line from the master
 
-    def send(self, message: WorkerMessage) -> None:
+    def send(self, message: WorkerMessage, fds: list[int] | None = None) -> None:
         try:
             with self._lock:
-                self.sock.sendall(encode(message))
+                if fds:
+                    socket.send_fds(self.sock, [encode(message)], fds)
+                else:
+                    self.sock.sendall(encode(message))
         except OSError:
             _exit_now(WorkerExit.ORPHANED)
+
+    def receive(self) -> tuple[list[MasterMessage], list[int]] | None:
+        """(blocking; the link thread) What the master sent, with any descriptors
+        attached; None when the master is gone."""
+        try:
+            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS_PER_MESSAGE)
+        except OSError:
+            return None
+        if not data:
+            return None
+        *lines, self._inbox = (self._inbox + data).split(b"\n")
+        messages = []
+        for line in lines:
+            try:
+                messages.append(decode_from_master(line))
+            except ValueError as error:
+                log.error("worker %d: %s", os.getpid(), error)
+        return messages, fds
+
+
+class DeadlineKeeper:
+    """Who ends a drain at its deadline: the loop, normally, or the watchdog thread if
+    the loop is stuck in an application call (a request served inline holds it).
+    Whoever claims first does it; the other stands aside. Without the watchdog the
+    master's SIGKILL would reset every client of the worker, even those whose
+    requests we never read, because one request was slow (issue 12, item 3)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: str | None = None
+        self._finished = threading.Event()
+
+    def claim(self, who: str) -> bool:
+        with self._lock:
+            if self._owner is None:
+                self._owner = who
+            return self._owner == who
+
+    def finished(self) -> None:
+        self._finished.set()
+
+    def watch(self, deadline: float, on_stuck: Callable[[], None]) -> None:
+        def run() -> None:
+            if not self._finished.wait(max(deadline + STUCK_GRACE - time.monotonic(), 0)) \
+                    and self.claim("watchdog"):
+                on_stuck()
+
+        threading.Thread(target=run, name="unbroken-drain-watchdog", daemon=True).start()
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -139,7 +202,8 @@ class WorkerRuntime:
         self.stop_requested = asyncio.Event()
         self.drain_timeout = spec.graceful_timeout
         self.exit_code = WorkerExit.OK
-        self._inbox = b""  # a partial line from the master
+        self.drain_deadline: float | None = None  # set when the drain was asked for
+        self.deadline = DeadlineKeeper()
 
     async def boot(self) -> None:
         """Startup hooks, then the probe: failures here are boot failures."""
@@ -158,7 +222,8 @@ class WorkerRuntime:
         listeners = [socket.socket(fileno=fd) for fd in self.spec.listeners]
         await self.engine.start(listeners)
         self._install_signals()
-        self.loop.add_reader(self.channel.sock.fileno(), self._on_master_readable)
+        threading.Thread(target=self._listen_to_master, name="unbroken-master-link",
+                         daemon=True).start()
         self.channel.send(Ready(boot_seconds=time.monotonic() - started))
         stop_beating = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop_beating,),
@@ -166,8 +231,87 @@ class WorkerRuntime:
         heartbeat.start()
         await self.stop_requested.wait()
         stop_beating.set()
-        await self.engine.drain(time.monotonic() + self.drain_timeout)
+        deadline = self.drain_deadline or time.monotonic() + self.drain_timeout
+        await self.engine.drain(deadline, self._hand_over)
+        self.deadline.finished()
         self._report_cut(getattr(self.engine, "cut_requests", []))
+
+    def _hand_over(self, fds: list[int]) -> bool:
+        """(the loop, at the drain deadline) Give the master the connections that are
+        between requests, for a serving sibling; False if the watchdog already did."""
+        if not self.deadline.claim("loop"):
+            return False
+        return self._send_connections(fds)
+
+    def _send_connections(self, fds: list[int]) -> bool:
+        if not fds or self.exit_code is WorkerExit.ORPHANED:
+            return False
+        log.info("worker %d: handing %d idle connection(s) to a serving sibling at "
+                 "--graceful-timeout", os.getpid(), len(fds))
+        for start in range(0, len(fds), MAX_FDS_PER_MESSAGE):
+            batch = fds[start:start + MAX_FDS_PER_MESSAGE]
+            self.channel.send(HandOver(len(batch)), batch)
+        return True
+
+    def _end_stuck_drain(self) -> None:
+        """(the watchdog thread) The loop is stuck past the deadline: do its part, from
+        the state as it is (the loop thread runs application code, not ours), and exit."""
+        log.warning("worker %d: still busy in a request at the drain deadline; ending it",
+                    os.getpid())
+        self._send_connections(self.engine.handover_fds())
+        self._report_cut(self.engine.running_requests())
+        _exit_now(self.exit_code)
+
+    def _listen_to_master(self) -> None:
+        """(the link thread) The master's messages, read whatever the loop is doing, so
+        a drain's deadline is kept even while an inline request holds the loop."""
+        while True:
+            received = self.channel.receive()
+            if received is None:
+                self._call(self._orphaned)
+                self.deadline.watch(time.monotonic() + ORPHAN_DRAIN_TIMEOUT,
+                                    lambda: _exit_now(WorkerExit.ORPHANED))
+                return
+            messages, fds = received
+            for message in messages:
+                if isinstance(message, Adopt):
+                    taken, fds = fds[:message.count], fds[message.count:]
+                    self._call(self._adopt, taken)
+                elif isinstance(message, Drain):
+                    if self.drain_deadline is None:
+                        self.drain_deadline = time.monotonic() + message.timeout
+                        self.deadline.watch(self.drain_deadline, self._end_stuck_drain)
+                    self._call(self._drain, message.timeout)
+                else:
+                    self._call(self._park, message)
+            for fd in fds:  # descriptors no message accounted for
+                os.close(fd)
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the loop is closed: we are exiting
+
+    def _adopt(self, fds: list[int]) -> None:
+        if self.stop_requested.is_set():
+            for fd in fds:
+                os.close(fd)  # the master's copies are gone: the client sees a close
+            return
+        self.engine.adopt([socket.socket(fileno=fd) for fd in fds])
+
+    def _park(self, message: Park | Resume) -> None:
+        if self.stop_requested.is_set():
+            return  # draining for good: nothing to park or resume
+        if isinstance(message, Park):
+            self.engine.pause_accepting()
+        else:
+            self.engine.resume_accepting()
+
+    def _orphaned(self) -> None:
+        log.warning("worker %d: master is gone; exiting", os.getpid())
+        self.exit_code = WorkerExit.ORPHANED
+        self._drain(ORPHAN_DRAIN_TIMEOUT)
 
     def _report_cut(self, requests: list[CutRequest]) -> None:
         """Say what the graceful deadline cut, in our log and to the master, before we
@@ -190,31 +334,6 @@ class WorkerRuntime:
         if not self.stop_requested.is_set():
             self.drain_timeout = timeout
             self.stop_requested.set()
-
-    def _on_master_readable(self) -> None:
-        try:
-            data = self.channel.sock.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            log.warning("worker %d: master is gone; exiting", os.getpid())
-            self.loop.remove_reader(self.channel.sock.fileno())
-            self.exit_code = WorkerExit.ORPHANED
-            self._drain(ORPHAN_DRAIN_TIMEOUT)
-            return
-        *lines, self._inbox = (self._inbox + data).split(b"\n")
-        for line in lines:
-            try:
-                message = decode_from_master(line)
-            except ValueError as error:
-                log.error("worker %d: %s", os.getpid(), error)
-                continue
-            if self.stop_requested.is_set():
-                continue  # draining for good: nothing to park or resume
-            if isinstance(message, Park):
-                self.engine.pause_accepting()
-            else:
-                self.engine.resume_accepting()
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """A thread, not a task: a WSGI request served inline holds the loop (see

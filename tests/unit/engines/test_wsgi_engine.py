@@ -320,6 +320,53 @@ def test_stalled_body_is_closed_after_body_timeout() -> None:
         assert is_closed(client) and time.monotonic() - started < 1.5
 
 
+def test_bodies_trickling_in_hold_no_thread_from_other_clients(threads: int) -> None:
+    """As many connections as there are threads each send Content-Length: 100000 and
+    then a byte every 0.15 s (inside the body timer): the bodies are read ahead on the
+    loop, so fresh GETs are answered at once meanwhile (before, every one of them
+    waited; HTTP-hardening issue item 2), and the uploads complete in the end."""
+    with serve(echo_app) as server:
+        uploads = [server.connect() for _ in range(threads)]
+        for upload in uploads:
+            upload.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\na")
+        latencies = []
+        for byte in b"bcde":
+            time.sleep(0.15)
+            for upload in uploads:
+                upload.sendall(bytes([byte]))
+            started = time.monotonic()
+            with server.connect() as client:
+                client.sendall(get("/fresh"))
+                assert read_response(client)[2] == b"GET /fresh "
+            latencies.append(time.monotonic() - started)
+        for upload in uploads:
+            upload.sendall(b"f")
+            assert read_response(upload)[2] == b"POST /up abcdef"
+            upload.close()
+    assert max(latencies) < 0.1, latencies
+
+
+def test_a_large_body_streams_to_the_app_once_enough_is_read_ahead() -> None:
+    started = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        started.set()
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [str(len(body)).encode()]
+
+    size = 1024 * 1024
+    with serve(app) as server, server.connect() as client:
+        client.sendall(b"PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        client.sendall(b"x" * 1000)
+        time.sleep(0.1)
+        assert not started.is_set()  # a few bytes: still read ahead on the loop
+        client.sendall(b"x" * (300 * 1024))
+        assert started.wait(1)  # past BODY_AHEAD: the app has it, the rest streams
+        client.sendall(b"x" * (size - 1000 - 300 * 1024))
+        assert read_response(client)[2] == str(size).encode()
+
+
 def test_idle_keep_alive_connection_closes_at_its_timeout() -> None:
     with serve(echo_app, keep_alive_timeout=0.3) as server, server.connect() as client:
         client.sendall(get())
@@ -469,8 +516,9 @@ def test_inline_stream_to_a_slow_reader_continues_in_the_pool() -> None:
 
 
 def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
-    """With --threads 1, inline requests and pool requests (a body still arriving) never
-    overlap, so wsgi.multithread=False holds; bodiless requests run on the loop thread."""
+    """With --threads 1 requests never overlap, so wsgi.multithread=False holds; a body
+    still arriving is read ahead on the loop, so the requests behind it are served
+    meanwhile, and it runs when it is whole (inline, the pool being idle)."""
     lock = threading.Lock()
     running = [0]
     most = [0]
@@ -494,20 +542,20 @@ def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
         try:
             slow, first, second = clients
             slow.sendall(b"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
-            time.sleep(0.05)  # the POST's app is reading its body in the pool thread
+            time.sleep(0.05)  # half the POST's body is here: read ahead, the app waits
             first.sendall(get("/one"))
             second.sendall(get("/two"))
-            time.sleep(0.05)
+            assert read_response(first)[0] == read_response(second)[0] == 200
+            assert "/post" not in where
             slow.sendall(b"cd")
             assert read_response(slow)[2] == b"abcd"
-            assert read_response(first)[0] == read_response(second)[0] == 200
-            first.sendall(get("/three"))  # the pool is idle again: served inline
+            first.sendall(get("/three"))
             assert read_response(first)[0] == 200
         finally:
             for client in clients:
                 client.close()
     assert most[0] == 1
-    assert where["/post"].startswith("unbroken-wsgi")
+    assert not where["/post"].startswith("unbroken-wsgi")
     assert not where["/three"].startswith("unbroken-wsgi")
 
 
