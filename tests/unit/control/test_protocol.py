@@ -62,3 +62,13 @@ def test_addresses_parse(text: str, address: object) -> None:
 def test_bad_addresses_say_so(text: str) -> None:
     with pytest.raises(AddressError, match="bind"):
         parse_address(text)
+
+
+def test_master_messages_round_trip_and_worker_lines_are_not_taken_for_them() -> None:
+    from unbroken.messages import Adopt, Drain, HandOver, Park, Resume, decode_from_master
+
+    for message in (Park(), Resume(), Drain(2.5), Adopt(3)):
+        assert decode_from_master(encode(message).rstrip(b"\n")) == message
+    assert decode(encode(HandOver(4)).rstrip(b"\n")) == HandOver(4)
+    with pytest.raises(ValueError):
+        decode_from_master(encode(Ready(1.0)).rstrip(b"\n"))  # a worker's, not ours
