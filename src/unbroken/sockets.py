@@ -16,8 +16,10 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from unbroken.errors import UsageError
 
-class AddressError(ValueError):
+
+class AddressError(UsageError, ValueError):
     """An address cannot be parsed or bound; the message names it."""
 
 

@@ -54,6 +54,17 @@ def test_check_imports_the_release_in_a_throwaway_process(releases: Path) -> Non
     assert config.returncode == 2 and "workers (-1 must be at least 1" in config.stderr
 
 
+def test_check_boots_with_the_real_settings_not_the_defaults(releases: Path) -> None:
+    """A worker of this configuration could not load its certificate: check says so
+    (it used to boot with the engine's defaults, no TLS, and answer ok)."""
+    (releases / "broken.pem").write_text("not a certificate\n")
+    bad = check("app:app", "--chdir", str(releases / "current"), "--certfile",
+                str(releases / "broken.pem"), "--keyfile", str(releases / "broken.pem"),
+                cwd=releases)
+    assert bad.returncode == 1, bad
+    assert "check failed: TLS:" in bad.stderr and "broken.pem" in bad.stderr
+
+
 def test_reload_adds_and_removes_binds(releases: Path, tmp_path: Path) -> None:
     from unbroken.control.client import ControlUnavailable, call
     from unbroken.loadgen import Load

@@ -169,6 +169,27 @@ def test_port_in_use_names_the_address(tmp_path: Path) -> None:
     assert result.stderr.strip() == expected
 
 
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--pid", "missing/dir/app.pid", "cannot write --pid {}: No such file or directory"),
+    ("--master-fifo", "missing/dir/fifo", "cannot create --master-fifo {}: No such file or "
+     "directory"),
+    ("--master-fifo", "plain-file", "--master-fifo {}: exists and is not a FIFO"),
+])
+def test_a_bad_pid_or_fifo_path_is_one_line_and_leaves_nothing_behind(
+        tmp_path: Path, flag: str, value: str, expected: str) -> None:
+    write_release(tmp_path, "v1")
+    (tmp_path / "plain-file").write_text("")
+    path = str(tmp_path / value)
+    result = run_cli("serve", "app:app", "--chdir", str(tmp_path / "releases/v1"),
+                     "-b", f"unix:{tmp_path / 'app.sock'}", "--control", str(tmp_path / "c.sock"),
+                     flag, path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"unbroken: {expected.format(path)}"
+    assert "Traceback" not in result.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["plain-file", "releases"], left  # no control socket, no unix bind
+
+
 def test_reload_without_a_service_says_so(tmp_path: Path) -> None:
     result = run_cli("reload", "--control", str(tmp_path / "none.sock"))
     assert result.returncode == 1

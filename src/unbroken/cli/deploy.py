@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from unbroken.errors import UsageError
+
 SUBCOMMANDS = ("setup", "check", "rollback", "status", "releases", "lock")
 
 
@@ -51,7 +53,7 @@ def run(arguments: argparse.Namespace) -> int:
     try:
         if target not in SUBCOMMANDS:
             if arguments.action:
-                raise _Usage(f"unexpected argument {arguments.action!r}")
+                raise UsageError(f"unexpected argument {arguments.action!r}")
             return api.deploy(arguments.config, target, hosts=hosts, dry_run=arguments.dry_run,
                               lock_wait=arguments.lock_wait, allow_dirty=arguments.allow_dirty,
                               json_output=arguments.json)
@@ -70,8 +72,8 @@ def run(arguments: argparse.Namespace) -> int:
             return _locks(api.status(arguments.config, hosts=hosts), arguments.json)
         if arguments.action == "release":
             return _released(api.lock_release(arguments.config, hosts=hosts), arguments.json)
-        raise _Usage("deploy lock takes `status` or `release`")
-    except _Usage as error:
+        raise UsageError("deploy lock takes `status` or `release`")
+    except UsageError as error:
         print(f"unbroken: deploy: {error}", file=sys.stderr)
         return EXIT_USAGE
     except DeployError as error:
@@ -79,10 +81,6 @@ def run(arguments: argparse.Namespace) -> int:
         if error.details:
             print(error.details.rstrip(), file=sys.stderr)
         return error.exit_code
-
-
-class _Usage(Exception):
-    pass
 
 
 def _failed(rows: list[dict[str, Any]]) -> int:

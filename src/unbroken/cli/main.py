@@ -18,20 +18,16 @@ from unbroken.cli.deploy import add_parser as add_deploy_parser
 from unbroken.cli.deploy import run as deploy
 from unbroken.cli.drill import add_parser as add_drill_parser
 from unbroken.cli.drill import drill
-from unbroken.config import Config, ConfigError
+from unbroken.config import Config
 from unbroken.config.settings import declarations
 from unbroken.config.source import ConfigSource
-from unbroken.control.client import ControlUnavailable, call
+from unbroken.control.client import call
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply
-from unbroken.drill.run import DrillError
-from unbroken.sockets import AddressError, parse_address
+from unbroken.errors import EXIT_FAILED, UnbrokenError, UsageError
+from unbroken.sockets import parse_address
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A mistake of the user's: reported in one line, no traceback."""
+EXIT_OK = 0
 
 
 def _checked(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -103,10 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         return COMMANDS[arguments.command](arguments)
-    except (UsageError, ConfigError, AddressError, ControlUnavailable, DrillError) as error:
+    except UnbrokenError as error:  # anything else is a bug, and keeps its traceback
         print(f"unbroken: {error}", file=sys.stderr)
-        failed = isinstance(error, ControlUnavailable | DrillError)
-        return EXIT_FAILED if failed else EXIT_USAGE
+        return error.exit_code
     except KeyboardInterrupt:
         return 130
 
@@ -157,10 +152,14 @@ def check(arguments: argparse.Namespace) -> int:
     python = resolve_python(config.python, directory)
     if not os.access(python, os.X_OK):
         raise UsageError(f"--python {python} is not an executable interpreter")
-    command = [python, "-m", "unbroken.worker.check", config.app, config.worker_class,
-               *([config.health_path] if config.health_path else [])]
+    from unbroken.worker.spec import ENV_KEY, spec_for
+
+    # The same record a real worker gets: the app boots with the real settings (TLS
+    # files, limits, threads), not the engine's defaults.
+    environment = {**os.environ, ENV_KEY: spec_for(config).to_env()}
     try:
-        finished = subprocess.run(command, cwd=directory, timeout=config.boot_timeout)
+        finished = subprocess.run([python, "-m", "unbroken.worker.check"], cwd=directory,
+                                  env=environment, timeout=config.boot_timeout)
     except FileNotFoundError:
         raise UsageError(f"--chdir {directory} does not exist") from None
     except subprocess.TimeoutExpired:

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from unbroken.config.settings import Config, declarations
+from unbroken.errors import UsageError
 
 ENV_PREFIX = "UNBROKEN_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A setting's value is not acceptable; the message names the setting."""
 
 

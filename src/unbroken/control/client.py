@@ -9,9 +9,10 @@ from typing import Any
 
 from unbroken.control.protocol import Reply, Request, decode_reply
 from unbroken.control.trust import peer_credentials, server_problem
+from unbroken.errors import ServiceError
 
 
-class ControlUnavailable(ConnectionError):
+class ControlUnavailable(ServiceError, ConnectionError):
     """No service answers on that control socket."""
 
 

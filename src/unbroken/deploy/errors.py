@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from unbroken.errors import UnbrokenError
+
 EXIT_OK = 0
 EXIT_NOT_SWITCHED = 1
 EXIT_USAGE = 2
@@ -18,7 +20,7 @@ EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130
 
 
-class DeployError(Exception):
+class DeployError(UnbrokenError):
     """Anything that stops a deploy; the message is the one line a user reads."""
 
     exit_code = EXIT_NOT_SWITCHED

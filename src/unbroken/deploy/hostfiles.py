@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from unbroken.deploy.layout import Layout
+from unbroken.errors import UnbrokenError
 
 
-class AgentError(Exception):
+class AgentError(UnbrokenError):
     """A host step failed: the message is the line the user reads, `details` the
     tool's own output (uv's error, the traceback) printed under it."""
 

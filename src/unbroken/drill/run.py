@@ -27,6 +27,7 @@ from pathlib import Path
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.drill.analysis import DrillResult, ReloadRecord, analyse
 from unbroken.drill.releases import write_release
+from unbroken.errors import ServiceError
 from unbroken.loadgen import Load, Sample
 
 START_TIMEOUT = 30.0
@@ -37,7 +38,7 @@ MAX_REQUESTS = 2_000_000
 AFTER_LAST_RELOAD = 0.5  # keep loading briefly after the last verdict: the tail counts too
 
 
-class DrillError(RuntimeError):
+class DrillError(ServiceError, RuntimeError):
     """The drill could not run (the service did not start, bad arguments)."""
 
 

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Any
 
 from unbroken.engines.connection import Exchange, WriteBackPressure
+from unbroken.errors import UnbrokenError
 from unbroken.http.response import plan_response
 
 error_log = logging.getLogger("unbroken.error")
@@ -37,7 +38,7 @@ DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
-class ClientDisconnected(OSError):
+class ClientDisconnected(UnbrokenError, OSError):
     """`send` after the client left (ASGI spec 2.4 asks for an OSError subclass)."""
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from unbroken.engines.asgi_http import ASGIApp, Message
 from unbroken.engines.asgi_scope import ASGI_VERSION
+from unbroken.errors import BootError
 
 log = logging.getLogger("unbroken.worker")
 
 
-class LifespanFailed(RuntimeError):
+class LifespanFailed(BootError, RuntimeError):
     """The application reported, or raised, a failed startup."""
 
 

@@ -13,8 +13,10 @@ from typing import Any
 from urllib.parse import unquote
 from wsgiref.util import setup_testing_defaults
 
+from unbroken.errors import BootError
 
-class ProbeFailed(RuntimeError):
+
+class ProbeFailed(BootError, RuntimeError):
     pass
 
 

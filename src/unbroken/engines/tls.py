@@ -17,6 +17,7 @@ from __future__ import annotations
 import ssl
 
 from unbroken.engines import EngineSettings
+from unbroken.errors import UsageError
 
 ALPN_PROTOCOLS = ["http/1.1"]
 CERT_REQS = {
@@ -26,7 +27,7 @@ CERT_REQS = {
 }
 
 
-class TLSError(Exception):
+class TLSError(UsageError):
     """The TLS settings cannot be used; the message is one line naming the file."""
 
 

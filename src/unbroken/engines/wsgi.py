@@ -56,6 +56,7 @@ from unbroken.engines.wsgi_io import (
     RequestBody,
     WriteGate,
 )
+from unbroken.errors import UnbrokenError
 from unbroken.http.errors import ResponseHeaderError
 from unbroken.http.response import DateCache, ResponsePlan, plan_response
 
@@ -71,7 +72,7 @@ INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 BODY_AHEAD = BODY_HIGH_WATER
 
 
-class ClientGone(Exception):
+class ClientGone(UnbrokenError):
     """The connection closed under a running application; stop producing output."""
 
 

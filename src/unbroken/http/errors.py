@@ -17,8 +17,10 @@ into a response and closes the connection. Nothing here knows about sockets.
 
 from __future__ import annotations
 
+from unbroken.errors import UnbrokenError
 
-class HTTPError(Exception):
+
+class HTTPError(UnbrokenError):
     """A request the server refuses; `status` is what the client is told."""
 
     status: int = 400
@@ -64,7 +66,7 @@ class UnsupportedTransferCoding(HTTPError):
     phrase = "Not Implemented"
 
 
-class ResponseHeaderError(ValueError):
+class ResponseHeaderError(UnbrokenError, ValueError):
     """The application gave a status or header that cannot go on the wire.
 
     It is the application's fault, not the client's, so it becomes a 500.

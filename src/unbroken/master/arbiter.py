@@ -15,6 +15,7 @@ sockets before it exits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -34,9 +35,11 @@ from unbroken.config.source import ConfigSource
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply, Request, progress, result
 from unbroken.control.server import ControlConnection, ControlServer
+from unbroken.errors import ServiceError
 from unbroken.master.channels import JSONLineChannel
 from unbroken.master.fifo import MasterFifo
 from unbroken.master.listeners import ListenerSet
+from unbroken.master.orphans import reap_orphans
 from unbroken.master.output import OutputTap
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
 from unbroken.master.pool import (
@@ -86,7 +89,7 @@ from unbroken.sockets import (
     describe_listener,
     listen_queue,
 )
-from unbroken.worker.spec import WorkerSpec
+from unbroken.worker.spec import WorkerSpec, spec_for
 
 log = logging.getLogger("unbroken.master")
 
@@ -105,7 +108,7 @@ class Phase(enum.Enum):
     STOPPING = "stopping"
 
 
-class StartupFailed(RuntimeError):
+class StartupFailed(ServiceError, RuntimeError):
     """The first generation could not boot; `details` is the worker's traceback."""
 
     def __init__(self, message: str, details: str) -> None:
@@ -184,49 +187,49 @@ class Master:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
-        self._open()
-        try:
+        with contextlib.ExitStack() as opened:
+            self._open(opened)
             self._start_rollout([])
             while self.phase is not Phase.STOPPING or self.workers:
                 self._tick()
-        finally:
-            self._close()
+        log.info("unbroken master %d exited", self.pid)
         if self.startup_failure is not None:
             raise self.startup_failure
         return 0
 
-    def _open(self) -> None:
-        if self.config.umask is not None:
-            os.umask(self.config.umask)  # before binding: it sets unix sockets' modes
+    def _open(self, opened: contextlib.ExitStack) -> None:
+        """Each resource's undo is pushed as it is opened: a failure at any step closes
+        what the steps before it opened, in reverse, and leaves no file behind."""
+        config = self.config
+        if config.umask is not None:
+            os.umask(config.umask)  # before binding: it sets unix sockets' modes
         self.control.check()
-        self.sockets.open(self.config.bind)
-        self.sockets.give_to(self.config.user, self.config.group)
+        self.sockets.open(config.bind)
+        opened.callback(self.sockets.close)
+        self.sockets.give_to(config.user, config.group)
         self.control.open()
+        opened.callback(self.control.close)
+        opened.callback(self._answer_stop_waiters)  # before the control socket closes
         self.observatory.open()
+        opened.callback(self.observatory.close)
         if self.command is not None:
             os.makedirs(self.command.notify_directory, mode=0o700, exist_ok=True)
         if self.fifo:
             self.fifo.open()
+            opened.callback(self.fifo.close)
         self.signals.install()
-        if self.config.pid:
-            write_pidfile(self.config.pid, self.pid)
+        opened.callback(self.signals.restore_defaults)
+        opened.callback(self.systemd.close)
+        if config.pid:
+            write_pidfile(config.pid, self.pid)
+            opened.callback(remove_pidfile, config.pid, self.pid)
         where = ", ".join(describe_listener(s) for s in self.sockets.current)
         log.info("unbroken master %d listening on %s (control: %s)", self.pid, where,
                  self.control.path)
 
-    def _close(self) -> None:
-        self.systemd.close()
-        self.signals.restore_defaults()
+    def _answer_stop_waiters(self) -> None:
         for waiter in self.stop_waiters:
             waiter.send(result(True, "stopped"))
-        self.control.close()
-        self.observatory.close()
-        if self.fifo:
-            self.fifo.close()
-        self.sockets.close()
-        if self.config.pid:
-            remove_pidfile(self.config.pid, self.pid)
-        log.info("unbroken master %d exited", self.pid)
 
     def _tick(self) -> None:
         for key, events in self.selector.select(TICK):
@@ -235,6 +238,8 @@ class Master:
         for signum in self.signals.pop_all():
             self._on_signal(signum)
         self._reap()
+        if self.pid == 1:  # a container's init: orphans are ours to wait for
+            reap_orphans({w.pid for w in self.workers.values()})
         self._settle_crash_loop()
         self._check_ready_after()
         self._check_touch_file()
@@ -329,27 +334,7 @@ class Master:
         max_requests = config.max_requests
         if max_requests and config.max_requests_jitter:
             max_requests += random.randint(0, config.max_requests_jitter)
-        assert config.app is not None, "serve checks that APP or --cmd is given"
-        return WorkerSpec(
-            app=config.app, worker_class=config.worker_class, worker=0, generation=0,
-            listeners=(), channel=-1, health_path=config.health_path,
-            graceful_timeout=config.graceful_timeout,
-            heartbeat_interval=min(1.0, config.timeout / 4), max_requests=max_requests,
-            log_level=config.log_level,
-            engine={
-                "threads": config.threads, "keep_alive_timeout": config.keep_alive,
-                "header_timeout": config.header_timeout,
-                "limit_request_line": config.limit_request_line,
-                "limit_request_fields": config.limit_request_fields,
-                "limit_request_field_size": config.limit_request_field_size,
-                "access_log": config.access_logfile,
-                "access_log_format": config.access_log_format,
-                "worker_connections": config.worker_connections,
-                "forwarded_allow_ips": config.forwarded_allow_ips,
-                "proxy_protocol": config.proxy_protocol,
-                **_tls_settings(config),
-            },
-        )
+        return spec_for(config, max_requests)
 
     def _drain(self, worker: Worker) -> None:
         if worker.state is WorkerState.BOOTING:
@@ -914,16 +899,3 @@ class Master:
                 for w in sorted(self.workers.values(), key=lambda w: w.id)
             ],
         }
-
-
-def _tls_settings(config: Config) -> dict[str, Any]:
-    """The TLS part of a worker's engine settings: paths only; the worker reads the files.
-
-    Paths are made absolute against the master's directory (where the command was
-    given), since workers run in the generation's directory.
-    """
-    if not config.certfile:
-        return {}
-    files = {"certfile": config.certfile, "keyfile": config.keyfile, "ca_certs": config.ca_certs}
-    return {"url_scheme": "https", "cert_reqs": config.cert_reqs,
-            **{name: os.path.abspath(path) if path else None for name, path in files.items()}}

@@ -11,6 +11,8 @@ import selectors
 import stat
 from collections.abc import Callable
 
+from unbroken.errors import ResourceError
+
 COMMANDS = {"r": "reload", "q": "stop", "Q": "quit", "+": "scale_up", "-": "scale_down"}
 
 
@@ -26,12 +28,22 @@ class MasterFifo:
         try:
             info = os.lstat(self.path)
         except FileNotFoundError:
-            os.mkfifo(self.path, 0o600)
-        else:
-            if not stat.S_ISFIFO(info.st_mode):
-                raise ValueError(f"--master-fifo {self.path}: exists and is not a FIFO")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+            info = None
+        except OSError as error:
+            raise self._cannot(error) from None
+        if info is not None and not stat.S_ISFIFO(info.st_mode):
+            raise ResourceError(f"--master-fifo {self.path}: exists and is not a FIFO")
+        try:
+            if info is None:
+                os.mkfifo(self.path, 0o600)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as error:
+            raise self._cannot(error) from None
         self.selector.register(self.fd, selectors.EVENT_READ, self._on_readable)
+
+    def _cannot(self, error: OSError) -> ResourceError:
+        return ResourceError(f"cannot create --master-fifo {self.path}: "
+                             f"{error.strerror or error}")
 
     def _on_readable(self, events: int) -> None:
         try:

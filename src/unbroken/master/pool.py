@@ -8,6 +8,7 @@ end of a socketpair: its message channel and its lifeline.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -121,8 +122,8 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     """Start one Python worker of `generation`; it reports back over a socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fds = tuple(sock.fileno() for sock in listeners)
-    spec = WorkerSpec(**{**spec.__dict__, "listeners": fds, "channel": theirs.fileno(),
-                         "worker": worker_id, "generation": generation.number})
+    spec = dataclasses.replace(spec, listeners=fds, channel=theirs.fileno(), worker=worker_id,
+                               generation=generation.number, master_pid=os.getpid())
     try:
         process = _popen([generation.python, "-m", "unbroken.worker"], generation,
                          {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()), output)

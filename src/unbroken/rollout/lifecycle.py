@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import enum
 
+from unbroken.errors import UnbrokenError
+
 
 class WorkerState(enum.Enum):
     BOOTING = "booting"
@@ -31,7 +33,7 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(UnbrokenError, RuntimeError):
     pass
 
 

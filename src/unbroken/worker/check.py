@@ -1,18 +1,22 @@
 """`unbroken check`'s throwaway process: import the app, run its startup, probe it, exit.
 
 What a deploy script runs before a reload: the same steps a new worker takes before
-it says Ready, in a process of its own (started in the release directory), so a
-broken release is found without touching the service. Exit 0 when all passed.
+it says Ready, in a process of its own (started in the release directory), with the
+record a real worker gets (worker/spec.py), so a broken release, or a certificate it
+cannot load, is found without touching the service. Exit 0 when all passed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
-from unbroken.engines import EngineSettings, load_engine
+from unbroken.engines import load_engine
+from unbroken.engines.tls import TLSError
 from unbroken.worker.loader import AppNotFound, load_app
 from unbroken.worker.main import new_loop, user_traceback
+from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 
 async def _boot(engine: object, health_path: str | None) -> list[str]:
@@ -27,21 +31,23 @@ async def _boot(engine: object, health_path: str | None) -> list[str]:
 
 
 def main() -> int:
-    app_spec, worker_class = sys.argv[1], sys.argv[2]
-    health_path = sys.argv[3] if len(sys.argv) > 3 else None
+    spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
     try:
-        app = load_app(app_spec)
-        loop = new_loop(worker_class)
-        engine = load_engine(worker_class)(app, EngineSettings(), loop)
-        steps = loop.run_until_complete(_boot(engine, health_path))
+        app = load_app(spec.app)
+        loop = new_loop(spec.worker_class)
+        engine = load_engine(spec.worker_class)(app, spec.engine, loop)
+        steps = loop.run_until_complete(_boot(engine, spec.health_path))
     except AppNotFound as error:
         print(f"unbroken: check failed: {error}", file=sys.stderr)
+        return 1
+    except TLSError as error:
+        print(f"unbroken: check failed: TLS: {error}", file=sys.stderr)
         return 1
     except BaseException as error:
         print(user_traceback(error).rstrip(), file=sys.stderr)
         print(f"unbroken: check failed: {error!r}", file=sys.stderr)
         return 1
-    print(f"unbroken: ok: {app_spec} imported, " + ", ".join(steps))
+    print(f"unbroken: ok: {spec.app} imported, " + ", ".join(steps))
     return 0
 
 

@@ -12,8 +12,10 @@ import os
 import sys
 from typing import Any
 
+from unbroken.errors import UsageError
 
-class AppNotFound(ValueError):
+
+class AppNotFound(UsageError, ValueError):
     """The app spec is malformed or names something that does not exist."""
 
 

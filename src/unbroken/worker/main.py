@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from unbroken.engines import EngineSettings, load_engine
+from unbroken.engines import load_engine
 from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
@@ -136,18 +136,20 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _die_with_master() -> None:
+def _die_with_master(master_pid: int) -> None:
     """Ask Linux to SIGKILL us if the master dies while we are still booting.
 
     While the app imports we cannot watch the channel, and an import can take a
-    minute; once serving, the channel's EOF gives a gentler exit.
+    minute; once serving, the channel's EOF gives a gentler exit. If the master died
+    before the request took effect, we were re-parented already: our parent is no
+    longer the master (which may itself be PID 1, in a container).
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:
+    if os.getppid() != master_pid:
         _exit_now(WorkerExit.ORPHANED)
 
 
@@ -369,7 +371,7 @@ def new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
 def main() -> NoReturn:
     spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
     started = time.monotonic()
-    _die_with_master()
+    _die_with_master(spec.master_pid)
     configure_logging(spec.log_level)
     channel = Channel(spec.channel)
     app = _load(spec, channel)
@@ -377,7 +379,7 @@ def main() -> NoReturn:
     asyncio.set_event_loop(loop)
     try:
         engine_class = load_engine(spec.worker_class)
-        engine = engine_class(app, EngineSettings(**spec.engine), loop)
+        engine = engine_class(app, spec.engine, loop)
         runtime = WorkerRuntime(spec, channel, engine, loop)
         # Serving now: the master's death is noticed through the channel instead.
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
