@@ -1,0 +1,73 @@
+"""The import rules of docs/architecture.md, read from the code: every `unbroken` import
+(outside `if TYPE_CHECKING:`) must be one the table allows."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "unbroken"
+DOC = ROOT / "docs" / "architecture.md"
+# What the master may take from worker/: its spec, nothing that imports an engine.
+MASTER_MAY_USE_OF_WORKER = {"unbroken.worker.spec"}
+
+
+def _rules() -> dict[str, set[str]]:
+    rules = {}
+    for line in DOC.read_text().splitlines():
+        match = re.fullmatch(r"\| (\w+) \|\s*([\w, ]*?)\s*\|", line)
+        if match and match.group(1) != "part":
+            rules[match.group(1)] = {p.strip() for p in match.group(2).split(",") if p.strip()}
+    return rules
+
+
+def _part(module: str) -> str:
+    pieces = module.split(".")
+    return "package" if len(pieces) == 1 else pieces[1]
+
+
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(child) for child in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return [name for name in found if name == "unbroken" or name.startswith("unbroken.")]
+
+
+def test_every_part_of_the_package_is_in_the_table() -> None:
+    parts = {path.stem if path.is_file() else path.name for path in PACKAGE.iterdir()
+             if not path.name.startswith("_") and (path.suffix == ".py" or path.is_dir())
+             and path.name not in ("py.typed",)}
+    parts.discard("__pycache__")
+    assert parts - {"__main__"} <= set(_rules()), parts - set(_rules())
+
+
+def test_no_part_imports_what_the_table_does_not_allow() -> None:
+    rules = _rules()
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        part = relative.parts[0].removesuffix(".py") if len(relative.parts) > 1 or \
+            relative.stem not in ("__init__", "__main__") else "package"
+        if part in ("__main__", "package"):
+            continue
+        for module in _runtime_imports(ast.parse(path.read_text())):
+            target = _part(module)
+            if target == part:
+                continue
+            if target not in rules.get(part, set()):
+                wrong.append(f"{relative}: {module}")
+            elif part == "master" and target == "worker" and module not in \
+                    MASTER_MAY_USE_OF_WORKER:
+                wrong.append(f"{relative}: {module} (the master keeps to worker/spec.py)")
+    assert wrong == [], "\n".join(wrong)
