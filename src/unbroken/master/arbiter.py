@@ -70,7 +70,7 @@ from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
 from unbroken.observability.metrics import restart_cause
 from unbroken.rollout.crashloop import STABLE_AFTER, CrashLoop, after_death, settle
-from unbroken.rollout.lifecycle import WorkerState
+from unbroken.rollout.lifecycle import KillReason, WorkerState
 from unbroken.rollout.planner import (
     Action,
     BeginWatch,
@@ -294,7 +294,7 @@ class Master:
             worker = self.workers[action.worker]
             log.warning("killing worker %d (generation %d): %s", worker.pid, worker.generation,
                         action.reason)
-            worker.kill_reason = action.reason
+            worker.kill_reason, worker.kill_why = action.reason, action.why
             worker.signal(signal.SIGKILL)
         elif isinstance(action, ParkWorker):
             self.workers[action.worker].move_to(WorkerState.PARKED)
@@ -338,7 +338,7 @@ class Master:
 
     def _drain(self, worker: Worker) -> None:
         if worker.state is WorkerState.BOOTING:
-            worker.kill_reason = "no longer needed"
+            worker.kill_reason, worker.kill_why = "no longer needed", KillReason.NOT_NEEDED
             worker.signal(signal.SIGKILL)
             return
         worker.move_to(WorkerState.DRAINING)
@@ -418,7 +418,7 @@ class Master:
                 self._on_ready(worker, Ready(time.monotonic() - worker.spawned_at))
                 return
             worker.boot_failure = BootFailed(reason, "")
-            worker.kill_reason = reason
+            worker.kill_reason, worker.kill_why = reason, KillReason.PROBE_FAILED
             worker.signal(signal.SIGKILL)
 
         self.probes[worker.id] = HTTPProbe(worker.probe_path, self.config.health_path,
@@ -452,7 +452,7 @@ class Master:
             worker.channel.close()
             self._forget_probe(worker)
             self.observatory.worker_exited(worker.stats, restart_cause(
-                worker.state.value, self.phase is Phase.STOPPING, worker.kill_reason))
+                worker.state.value, self.phase is Phase.STOPPING, worker.kill_why))
             self._on_exit(worker, worker.state)
             self._account_cut(worker)
             self._release_sockets()
@@ -508,7 +508,7 @@ class Master:
             reason = (worker.boot_failure.reason if worker.boot_failure
                       else worker.kill_reason or f"exited before ready ({how})")
             details = worker.boot_failure.details if worker.boot_failure else ""
-            if worker.kill_reason != "no longer needed":
+            if worker.kill_why is not KillReason.NOT_NEEDED:
                 self._on_boot_failure(worker.generation, f"worker {worker.pid}: {reason}",
                                       details)
         else:

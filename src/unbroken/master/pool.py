@@ -22,7 +22,7 @@ from typing import Any
 from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
 from unbroken.master.output import OutputTap
 from unbroken.messages import BootFailed, Drain, Heartbeat, MasterMessage, encode
-from unbroken.rollout.lifecycle import WorkerState, transition
+from unbroken.rollout.lifecycle import KillReason, WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.master")
@@ -53,7 +53,8 @@ class Worker:
     ready_at: float | None = None
     drain_started: float | None = None
     retiring: bool = False
-    kill_reason: str | None = None
+    kill_reason: str | None = None  # the sentence, when the master killed it
+    kill_why: KillReason | None = None  # and the name of the reason
     boot_failure: BootFailed | None = None
     cut: int = 0  # requests it reported cut at --graceful-timeout (a `Cut` message)
     stats: Heartbeat = field(default_factory=lambda: Heartbeat(0, 0, 0, 0))

@@ -17,20 +17,21 @@ from dataclasses import dataclass, field
 
 from unbroken.messages import Heartbeat
 from unbroken.observability.latency import BUCKETS
+from unbroken.rollout.lifecycle import KillReason
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WORKER_STATES = ("booting", "ready", "parked", "draining")
 RELOAD_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-def restart_cause(state: str, stopping: bool, kill_reason: str | None) -> str | None:
+def restart_cause(state: str, stopping: bool, killed: KillReason | None) -> str | None:
     """Why a worker that exited has to be replaced, or None when its exit was planned."""
-    if state == "draining" or stopping or kill_reason == "no longer needed":
+    if state == "draining" or stopping or killed is KillReason.NOT_NEEDED:
         return None
     if state == "booting":
         return "boot_failed"
-    if kill_reason is not None:
-        return "timeout" if "heartbeat" in kill_reason or "silent" in kill_reason else "killed"
+    if killed is not None:
+        return "timeout" if killed is KillReason.SILENT else "killed"
     return "crashed"
 
 

@@ -33,6 +33,17 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 }
 
 
+class KillReason(enum.Enum):
+    """Why the master SIGKILLed a worker: one name that logs, metrics and the restart
+    cause read alike (the human sentence, with its numbers, travels beside it)."""
+
+    BOOT_TIMEOUT = "boot_timeout"  # not ready within --boot-timeout
+    SILENT = "silent"  # no heartbeat for --timeout
+    DRAIN_TIMEOUT = "drain_timeout"  # still draining after --graceful-timeout + margin
+    NOT_NEEDED = "not_needed"  # a booting worker of a generation no longer wanted
+    PROBE_FAILED = "probe_failed"  # the master's probe of a --cmd worker failed
+
+
 class IllegalTransition(UnbrokenError, RuntimeError):
     pass
 

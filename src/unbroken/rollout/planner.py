@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from unbroken.rollout.lifecycle import WorkerState
+from unbroken.rollout.lifecycle import KillReason, WorkerState
 
 # A draining worker enforces --graceful-timeout itself; the master waits this much
 # longer before SIGKILL so that the worker's own orderly close wins the race.
@@ -80,7 +80,8 @@ class DrainWorker:
 @dataclass(frozen=True)
 class KillWorker:
     worker: int
-    reason: str
+    why: KillReason
+    reason: str  # the sentence for the log
 
 
 @dataclass(frozen=True)
@@ -119,23 +120,24 @@ def plan(view: PoolView) -> list[Action]:
 def _expired(view: PoolView) -> list[KillWorker]:
     kills = []
     for worker in view.workers:
-        reason = _expiry_reason(view, worker)
-        if reason:
-            kills.append(KillWorker(worker.id, reason))
+        kill = _expiry(view, worker)
+        if kill is not None:
+            kills.append(KillWorker(worker.id, *kill))
     return kills
 
 
-def _expiry_reason(view: PoolView, worker: WorkerView) -> str | None:
+def _expiry(view: PoolView, worker: WorkerView) -> tuple[KillReason, str] | None:
     age = view.now - worker.spawned_at
     if worker.state is WorkerState.BOOTING and age > view.boot_timeout:
-        return f"not ready within --boot-timeout {view.boot_timeout:g}s"
+        return KillReason.BOOT_TIMEOUT, f"not ready within --boot-timeout {view.boot_timeout:g}s"
     if (worker.state in (WorkerState.READY, WorkerState.PARKED)
             and view.now - worker.last_seen > view.timeout):
-        return f"no heartbeat for --timeout {view.timeout:g}s"
+        return KillReason.SILENT, f"no heartbeat for --timeout {view.timeout:g}s"
     drain_started = worker.drain_started
     if (worker.state is WorkerState.DRAINING and drain_started is not None
             and view.now - drain_started > view.graceful_timeout + DRAIN_KILL_MARGIN):
-            return f"still draining after --graceful-timeout {view.graceful_timeout:g}s"
+        return (KillReason.DRAIN_TIMEOUT,
+                f"still draining after --graceful-timeout {view.graceful_timeout:g}s")
     return None
 
 

@@ -9,6 +9,7 @@ from unbroken.observability.history import ReloadEntry, ReloadHistory
 from unbroken.observability.latency import BUCKETS, ResponseStats, status_class
 from unbroken.observability.metrics import MetricsBook, render, restart_cause
 from unbroken.observability.ready import readiness
+from unbroken.rollout.lifecycle import KillReason
 
 
 def _entry(outcome: str, index: int = 0) -> ReloadEntry:
@@ -77,4 +78,6 @@ def test_reloads_and_restart_causes() -> None:
     assert restart_cause("draining", False, None) is None
     assert restart_cause("ready", True, None) is None
     assert restart_cause("booting", False, None) == "boot_failed"
-    assert restart_cause("ready", False, "no heartbeat for --timeout 30s") == "timeout"
+    assert restart_cause("ready", False, KillReason.SILENT) == "timeout"
+    assert restart_cause("ready", False, KillReason.DRAIN_TIMEOUT) == "killed"
+    assert restart_cause("booting", False, KillReason.NOT_NEEDED) is None

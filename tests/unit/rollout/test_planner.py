@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from unbroken.rollout.lifecycle import IllegalTransition, WorkerState, transition
+from unbroken.rollout.lifecycle import IllegalTransition, KillReason, WorkerState, transition
 from unbroken.rollout.planner import (
     BeginWatch,
     CompleteRollout,
@@ -166,7 +166,7 @@ def test_a_death_in_the_window_resumes_the_parked_generation_and_retires_the_new
 def test_a_parked_worker_that_stops_heartbeating_is_killed() -> None:
     state = view(worker(1, 1, P, last_seen=NOW - 31), worker(2, 1, P), worker(3, 2, R),
                  worker(4, 2, R), target=2, rolling=True, stable_for=3, watch_started=NOW - 1)
-    assert plan(state) == [KillWorker(1, "no heartbeat for --timeout 30s")]
+    assert plan(state) == [KillWorker(1, KillReason.SILENT, "no heartbeat for --timeout 30s")]
 
 
 def test_workers_that_cannot_park_keep_accepting_through_the_window() -> None:
