@@ -22,15 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
 from processes import stop_process
 from release import point_current, write_release
+from stable_for import STABLE_FOR
 
 from unbroken.control.client import ControlUnavailable, call
 from unbroken.control.protocol import Reply
 
 STOP_BUDGET = 10.0  # seconds; the tests' servers have nothing left in flight when stopped
-# Every reload here parks the old workers, as by default, but for 0.5 s instead of 3 s:
-# most tests reload for another reason, and the window would add 2.5 s to each reload.
-# The window's own tests give their own value (a later flag wins).
-STABLE_FOR = ("--reload-stable-for", "0.5")
 
 
 class Service:

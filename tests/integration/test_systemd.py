@@ -16,6 +16,7 @@ import pytest
 from loadcheck import assert_no_failures, load_both, stop_both, versions
 from processes import stop_process
 from release import point_current, write_release
+from stable_for import STABLE_FOR
 
 from unbroken.control.client import ControlUnavailable, call
 
@@ -59,7 +60,7 @@ def test_notify_tells_the_truth(service_factory: Any, releases: Path, tmp_path: 
     assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) >= before
     ready, progress = until(listener, "READY")
     assert progress == ["reloading: generation 2 1/2 ready", "reloading: generation 2 2/2 ready",
-                        "reloading: generation 2 ready, watched for 3s"]
+                        f"reloading: generation 2 ready, watched for {STABLE_FOR[1]}s"]
     assert ready["READY"] == "1" and ready["STATUS"].startswith("generation 2 serving")
 
     write_release(releases, "v3", broken=True)

@@ -654,6 +654,7 @@ class Master:
         took = time.monotonic() - rollout.started_at
         previous, self.serving, self.rollout = self.serving, number, None
         self.phase = Phase.SERVING
+        self._reset_crash_loop()  # what it counted were the previous generation's deaths
         log.info("generation %d serving (was %s), rolled out in %.2fs", number, previous, took)
         self.systemd.ready(f"generation {number} serving, {self.desired} worker(s)")
         # The old workers start draining in this same tick, so what they cut usually
