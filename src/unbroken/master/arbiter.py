@@ -69,6 +69,7 @@ from unbroken.observability.cuts import CutOwner, cut_owner, serving_message
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
 from unbroken.observability.metrics import restart_cause
+from unbroken.rollout.backoff import Backoff
 from unbroken.rollout.crashloop import STABLE_AFTER, CrashLoop, after_death, settle
 from unbroken.rollout.lifecycle import KillReason, WorkerState
 from unbroken.rollout.planner import (
@@ -146,8 +147,7 @@ class Master:
         self.queued_waiters: list[ControlConnection] | None = None
         self.workers: dict[int, Worker] = {}
         self.next_worker_id = 1
-        self.boot_failures = 0
-        self.spawn_not_before = 0.0
+        self.boot_backoff = Backoff(MAX_BOOT_RETRIES)  # the serving generation's boots
         self.crash_loop = CrashLoop()  # serving workers that die soon after Ready
         self.stop_deadline: float | None = None
         self.stop_waiters: list[ControlConnection] = []
@@ -282,8 +282,7 @@ class Master:
         """During a reload a failure aborts it, so only steady-state respawns back off."""
         if self.rollout is not None:
             return True
-        return now >= self.spawn_not_before and self.boot_failures < MAX_BOOT_RETRIES \
-            and self.crash_loop.allows_spawn(now)
+        return self.boot_backoff.allows(now) and self.crash_loop.allows_spawn(now)
 
     def _perform(self, action: Action) -> None:
         if isinstance(action, SpawnWorker):
@@ -428,7 +427,7 @@ class Master:
         log.info("worker %d (generation %d) ready in %.2fs", worker.pid, worker.generation,
                  message.boot_seconds)
         if worker.generation == self.serving or self.rollout is None:
-            self.boot_failures = 0
+            self.boot_backoff = self.boot_backoff.reset()
         if self.rollout is not None and worker.generation == self.rollout.generation:
             ready = sum(1 for w in self.workers.values()
                         if w.generation == worker.generation and w.state is WorkerState.READY)
@@ -562,12 +561,10 @@ class Master:
             return
         if generation != self.serving:
             return
-        self.boot_failures += 1
-        backoff = min(0.5 * 2 ** (self.boot_failures - 1), 30.0)
-        self.spawn_not_before = time.monotonic() + backoff
-        log.error("%s; retrying in %.1fs (%d/%d)\n%s", reason, backoff, self.boot_failures,
+        self.boot_backoff = backoff = self.boot_backoff.failed(time.monotonic())
+        log.error("%s; retrying in %.1fs (%d/%d)\n%s", reason, backoff.wait, backoff.failures,
                   MAX_BOOT_RETRIES, details.rstrip())
-        if self.boot_failures >= MAX_BOOT_RETRIES:
+        if backoff.gave_up:
             log.error("generation %d cannot boot; not retrying until the next reload or scale",
                       generation)
 
@@ -628,7 +625,7 @@ class Master:
                                               self.config.user, self.config.group,
                                               self.sockets.current)
         self.rollout = Rollout(number, time.monotonic(), waiters)
-        self.boot_failures = 0
+        self.boot_backoff = self.boot_backoff.reset()
         if self.serving is not None:
             self.phase = Phase.RELOADING
         log.info("generation %d: starting %d worker(s) from %s", number, self.desired, directory)
@@ -797,7 +794,7 @@ class Master:
             return
         log.info("scaling from %d to %d worker(s)", self.desired, workers)
         self.desired = workers
-        self.boot_failures = 0
+        self.boot_backoff = self.boot_backoff.reset()
         self._reset_crash_loop()
 
     def _reset_crash_loop(self) -> None:

@@ -4,10 +4,10 @@ A worker that dies while booting already backs off (the master's boot failures);
 that passes its probe and dies a second later was respawned at full speed forever (32
 times in 30 s, measured in issue 12). Here a death of a ready worker counts when it
 came within `STABLE_AFTER` seconds of Ready: each such death doubles the wait before
-the next spawn (0.5 s up to 30 s), and after `GIVE_UP_AFTER` of them in a row nothing
-is respawned until a reload or a scale asks again; whatever still serves keeps
-serving. A worker that lived past `STABLE_AFTER` is an ordinary crash: the loop is
-over and the replacement starts at once.
+the next spawn (rollout/backoff.py: 0.5 s up to 30 s), and after `GIVE_UP_AFTER` of
+them in a row nothing is respawned until a reload or a scale asks again; whatever
+still serves keeps serving. A worker that lived past `STABLE_AFTER` is an ordinary
+crash: the loop is over and the replacement starts at once.
 
 Pure: plain data in, a new `CrashLoop` out, so every rule has a unit test.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unbroken.rollout.backoff import delay
+
 STABLE_AFTER = 10.0  # seconds of Ready after which a death is no longer "soon"
-FIRST_BACKOFF = 0.5
-MAX_BACKOFF = 30.0
 GIVE_UP_AFTER = 8  # early deaths in a row
 
 
@@ -33,8 +33,7 @@ class CrashLoop:
         return self.deaths >= GIVE_UP_AFTER
 
     def backoff(self) -> float:
-        return 0.0 if self.deaths == 0 else min(FIRST_BACKOFF * 2 ** (self.deaths - 1),
-                                                MAX_BACKOFF)
+        return delay(self.deaths)
 
     def allows_spawn(self, now: float) -> bool:
         return not self.gave_up and now >= self.retry_at

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from unbroken.rollout.backoff import MAX_DELAY, Backoff
 from unbroken.rollout.crashloop import (
     GIVE_UP_AFTER,
-    MAX_BACKOFF,
     STABLE_AFTER,
     CrashLoop,
     after_death,
@@ -21,7 +21,7 @@ def test_an_early_death_backs_off_and_each_one_doubles_the_wait() -> None:
         assert not loop.allows_spawn(float(now))
         assert loop.allows_spawn(loop.retry_at)
     assert waits[:4] == [0.5, 1.0, 2.0, 4.0]
-    assert max(waits) <= MAX_BACKOFF
+    assert max(waits) <= MAX_DELAY
 
 
 def test_the_loop_gives_up_and_stays_given_up() -> None:
@@ -71,3 +71,16 @@ def test_capacity_never_grows_past_what_is_allowed_while_looping() -> None:
         now += step
     assert spawns <= GIVE_UP_AFTER + 2  # not 60, as at full speed
     assert loop.gave_up
+
+
+def test_boot_backoff_doubles_gives_up_at_its_limit_and_resets() -> None:
+    backoff = Backoff(limit=5)
+    waits = []
+    for failure in range(5):
+        assert backoff.allows(100.0 + 60 * failure)
+        backoff = backoff.failed(100.0 + 60 * failure)
+        waits.append(backoff.wait)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert backoff.gave_up and not backoff.allows(10_000.0)
+    assert backoff.reset() == Backoff(limit=5) and backoff.reset().allows(0.0)
+    assert not Backoff(limit=5).failed(100.0).allows(100.4)  # still waiting its 0.5 s
