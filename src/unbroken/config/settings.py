@@ -110,7 +110,8 @@ class Config:
     )
     keep_alive: float = setting(
         5 * SECONDS, "--keep-alive", parse=non_negative_float,
-        help="Seconds an idle keep-alive connection is kept open.",
+        help="Seconds an idle keep-alive connection is kept open (0: no keep-alive; every "
+        "response says Connection: close).",
     )
     header_timeout: float = setting(
         10 * SECONDS, "--header-timeout", parse=positive_float,

@@ -561,7 +561,7 @@ class HTTPConnection(asyncio.Protocol):
     # ---------------------------------------------------------- keep-alive
 
     def may_keep_alive(self, exchange: Exchange, plan: ResponsePlan) -> bool:
-        if plan.must_close or not exchange.head.keep_alive:
+        if plan.must_close or not exchange.head.keep_alive or self.server.no_keep_alive:
             return False
         head = exchange.head
         if head.expect_continue and not exchange.continue_sent and not exchange.request_complete:
@@ -704,6 +704,9 @@ class ConnectionServer:
         # Requests the engine runs at once (its threads), if bounded: see Acceptor's busy.
         self.capacity = capacity
         self.response_stats = ResponseStats()  # status classes and latency, for metrics
+        # --keep-alive 0: every response says `Connection: close`, rather than keeping
+        # the connection in words and closing it under the client at once.
+        self.no_keep_alive = settings.keep_alive_timeout <= 0
         self.draining = False
         # Not accepting while a new generation is on probation; undone by `unpark`.
         self.parked = False
