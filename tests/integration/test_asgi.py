@@ -75,3 +75,28 @@ def test_websocket_gets_1012_at_the_deadline_and_reconnects(starlette: Any,
     with ws_connect(url, open_timeout=5) as ws:
         ws.send("after")
         assert ws.recv(timeout=5) == "v2 after"
+
+
+def test_without_k_the_engine_is_picked_from_the_app_and_a_wrong_k_is_refused(
+        releases: Path, service_factory: Any) -> None:
+    """A Starlette app with no -k is served by the ASGI engine; a release whose -k does
+    not fit is refused at boot in one line, so the reload is rolled back (it used to
+    boot "ready" and answer 500 to every request)."""
+    write_starlette_release(releases, "v1")
+    point_current(releases, "v1")
+    service = service_factory("--health-path", "/")
+    service.wait_serving()
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/", timeout=5) as answer:
+        assert answer.status == 200 and answer.read().startswith(b"v1")
+    service.stop()  # the next one uses the same control socket path
+    wrong = service_factory("-k", "wsgi")
+    reply_output = ""
+    try:
+        wrong.wait_serving(timeout=10)
+    except AssertionError as error:
+        reply_output = str(error)
+    assert ("app:app is an ASGI application but -k wsgi serves WSGI: drop -k (the engine "
+            "is picked from the app) or use -k asgi") in reply_output
+    assert "Traceback" not in reply_output

@@ -49,8 +49,8 @@ def worker_class(text: str) -> str:
     # Imported here so that `config` stays free of engine imports at module load.
     from unbroken.engines import ENGINES
 
-    if text not in ENGINES:
-        raise ValueError(f"unknown worker class (known: {', '.join(sorted(ENGINES))})")
+    if text not in ENGINES and text != "auto":
+        raise ValueError(f"unknown worker class (known: auto, {', '.join(sorted(ENGINES))})")
     return text
 
 

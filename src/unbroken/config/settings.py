@@ -79,7 +79,9 @@ class Config:
         "in a pool of N threads, so one slow request does not stop the others.",
     )
     worker_class: str = setting(
-        "wsgi", "-k", "--worker-class", parse=worker_class, help="Engine that serves the app."
+        "auto", "-k", "--worker-class", parse=worker_class,
+        help="Engine that serves the app: wsgi, asgi or gevent; auto picks wsgi or asgi "
+        "from the app object, and a -k that does not fit the app is refused at boot."
     )
     health_path: str | None = setting(
         None, "--health-path", metavar="PATH",

@@ -13,6 +13,7 @@ import sys
 import time
 
 from unbroken.engines import load_engine
+from unbroken.engines.detect import EngineMismatch, choose_engine
 from unbroken.engines.tls import TLSError
 from unbroken.worker.loader import AppNotFound, load_app
 from unbroken.worker.main import new_loop, user_traceback
@@ -34,10 +35,11 @@ def main() -> int:
     spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
     try:
         app = load_app(spec.app)
-        loop = new_loop(spec.worker_class)
-        engine = load_engine(spec.worker_class)(app, spec.engine, loop)
+        worker_class = choose_engine(spec.worker_class, app, spec.app)
+        loop = new_loop(worker_class)
+        engine = load_engine(worker_class)(app, spec.engine, loop)
         steps = loop.run_until_complete(_boot(engine, spec.health_path))
-    except AppNotFound as error:
+    except (AppNotFound, EngineMismatch) as error:
         print(f"unbroken: check failed: {error}", file=sys.stderr)
         return 1
     except TLSError as error:

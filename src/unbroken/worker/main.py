@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from unbroken.engines import load_engine
+from unbroken.engines.detect import EngineMismatch, choose_engine
 from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
@@ -375,10 +376,16 @@ def main() -> NoReturn:
     configure_logging(spec.log_level)
     channel = Channel(spec.channel)
     app = _load(spec, channel)
-    loop = new_loop(spec.worker_class)
+    try:
+        worker_class = choose_engine(spec.worker_class, app, spec.app)
+    except EngineMismatch as error:
+        log.error("worker %d failed to boot: %s", os.getpid(), error)
+        channel.send(BootFailed(str(error), ""))
+        _exit_now(WorkerExit.APP_LOAD_ERROR)
+    loop = new_loop(worker_class)
     asyncio.set_event_loop(loop)
     try:
-        engine_class = load_engine(spec.worker_class)
+        engine_class = load_engine(worker_class)
         engine = engine_class(app, spec.engine, loop)
         runtime = WorkerRuntime(spec, channel, engine, loop)
         # Serving now: the master's death is noticed through the channel instead.
