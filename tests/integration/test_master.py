@@ -18,17 +18,9 @@ from typing import Any
 import pytest
 from processes import stop_process
 from release import point_current, write_release
+from waiting import wait_until
 
 from unbroken.loadgen import Load, summarize
-
-
-def wait_until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def alive(pid: int) -> bool:
@@ -69,9 +61,12 @@ def test_master_pid_is_stable_and_pidfile_is_managed(service_factory: Any,
 def test_graceful_stop_finishes_in_flight_requests(service_factory: Any) -> None:
     service = service_factory("--threads", "2")
     service.wait_serving()
-    slow = Load(service.address, clients=2, keep_alive=False, path="/slow?s=1.5",
+    slow = Load(service.address, clients=2, keep_alive=False, path="/slow?s=2",
                 max_requests=2, duration=20).start()
-    time.sleep(0.4)
+    # Both are in flight (a heartbeat within 1 s says so; they last 2 s, time enough
+    # for `unbroken stop` to start and ask while they still run).
+    wait_until(lambda: sum(w["in_flight"] for w in service.status()["workers"]) == 2,
+               message="the two slow requests in flight")
     result = subprocess.run([sys.executable, "-m", "unbroken", "stop", "--control",
                              service.control], capture_output=True, text=True, timeout=60)
     samples = slow.stop()

@@ -12,6 +12,7 @@ from typing import Any
 
 from loadcheck import load_both, stop_both
 from release import point_current, write_release
+from waiting import wait_until
 
 from unbroken.control.client import call
 
@@ -51,13 +52,19 @@ def test_metrics_after_load_and_a_reload(service_factory: Any, releases: Path) -
     reloader = call(service.control, "reload", timeout=60)  # blocks ~1 s
     assert reloader.ok
     first = _parse(_get(port, "/metrics")[1])
-    stop_both(loads)
-    time.sleep(1.2)  # one heartbeat interval, so the workers' last counts arrive
+    samples = stop_both(loads)
+    # The load has stopped; the new workers' next heartbeats (within one interval)
+    # carry their last counts, which /metrics adds to the old generation's.
+    answered_by_v2 = sum(s.error is None and s.body.startswith(b"v2 ") for s in samples)
+    wait_until(lambda: sum(w["requests"] for w in service.status()["workers"]
+                           if w["generation"] == 2) >= answered_by_v2,
+               timeout=5, message=f"the new workers' heartbeats counting {answered_by_v2}")
     status, text = _get(port, "/metrics")
     after = _parse(text)
     assert status == 200
     assert 'unbroken_workers{state="ready"}' in first
     assert after['unbroken_http_requests_total{class="2xx"}'] > 0
+    assert after['unbroken_http_requests_total{class="2xx"}'] >= answered_by_v2
     assert after['unbroken_reloads_total{outcome="ok"}'] == 1
     assert after['unbroken_http_request_duration_seconds_bucket{le="+Inf"}'] == \
         after["unbroken_http_request_duration_seconds_count"] > 0
@@ -75,11 +82,9 @@ def test_metrics_scraped_while_rolling(service_factory: Any, releases: Path) -> 
     write_release(releases, "v2", import_delay=1.5)
     point_current(releases, "v2")
     os.kill(service.process.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    booting = 0.0
-    while time.monotonic() < deadline and not booting:
-        booting = _parse(_get(port, "/metrics")[1]).get('unbroken_workers{state="booting"}', 0)
-        time.sleep(0.05)
+    booting = wait_until(
+        lambda: _parse(_get(port, "/metrics")[1]).get('unbroken_workers{state="booting"}', 0),
+        timeout=10, message="booting workers in /metrics")
     assert booting == 2  # scraped mid-reload: the new generation is booting
 
 
@@ -107,12 +112,12 @@ def test_ready_flips_to_503_at_graceful_stop(service_factory: Any) -> None:
     service.wait_serving()
     assert _get(port, "/") == (200, "ready\n")
     os.kill(service.process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    status = 200
-    while time.monotonic() < deadline and status == 200:
+
+    def not_ready() -> int | None:
         status = _get(port, "/")[0]
-        time.sleep(0.02)
-    assert status == 503
+        return status if status != 200 else None
+
+    assert wait_until(not_ready, timeout=5, message="the ready endpoint to flip") == 503
     # During --drain-delay the workers still accept: the app keeps answering.
     with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/", timeout=5) as response:
         assert response.status == 200

@@ -17,8 +17,15 @@ from loadcheck import (
     versions,
 )
 from release import point_current, write_release
+from waiting import wait_until
 
 from unbroken.loadgen import Load, summarize
+
+
+def in_flight(service: Any) -> int:
+    """Requests the workers are serving, as of their last heartbeat (at most one
+    heartbeat interval, 1 s, old)."""
+    return sum(w["in_flight"] for w in service.status()["workers"])
 
 
 def test_fast_app_reload_under_load(service_factory: Any, releases: Path) -> None:
@@ -57,7 +64,8 @@ def test_requests_in_flight_finish_on_the_old_version(service_factory: Any,
     write_release(releases, "v2")
     slow = Load(service.address, clients=4, keep_alive=True, path="/slow?s=2",
                 duration=30, max_requests=4, timeout=15).start()
-    time.sleep(0.5)  # the four 2 s requests are in flight now
+    # The four 2 s requests are in flight (a heartbeat within 1 s says so).
+    wait_until(lambda: in_flight(service) == 4, message="the four slow requests in flight")
     point_current(releases, "v2")
     reply = service.reload()
     slow_samples = slow.stop()
@@ -121,13 +129,13 @@ def test_rolling_surge_rolls_back_replaced_workers(service_factory: Any,
     time.sleep(0.3)
     point_current(releases, "v2")
     reply = service.reload()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def old_generation_back() -> bool:
         workers = service.status()["workers"]
-        if len(workers) == 2 and all(w["generation"] == 1 and w["state"] == "ready"
-                                     for w in workers):
-            break
-        time.sleep(0.1)
+        return len(workers) == 2 and all(w["generation"] == 1 and w["state"] == "ready"
+                                         for w in workers)
+
+    wait_until(old_generation_back, timeout=20, message="the old generation's two workers back")
     time.sleep(0.3)
     samples = stop_both(loads)
     assert not reply.ok, reply
@@ -149,7 +157,8 @@ def test_reload_during_a_reload_is_queued_and_coalesced(service_factory: Any,
                for _ in range(3)]
     loads = load_both(service)
     callers[0].start()
-    time.sleep(0.3)
+    wait_until(lambda: service.status()["phase"] == "reloading",
+               message="the first reload under way")
     callers[1].start()
     callers[2].start()
     for caller in callers:
@@ -170,15 +179,13 @@ def test_sigkilled_worker_is_respawned(service_factory: Any, releases: Path) -> 
     loads = load_both(service)
     victim = service.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def replaced() -> bool:
         workers = service.status()["workers"]
-        if victim not in [w["pid"] for w in workers] and sum(
-                w["state"] == "ready" for w in workers) == 2:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("worker not replaced")
+        return victim not in [w["pid"] for w in workers] and sum(
+            w["state"] == "ready" for w in workers) == 2
+
+    wait_until(replaced, message="the killed worker replaced")
     mark = time.monotonic()
     time.sleep(1.0)
     samples = stop_both(loads)
@@ -190,13 +197,11 @@ def test_sigkilled_worker_is_respawned(service_factory: Any, releases: Path) -> 
 
 def settle(service: Any) -> None:
     """Wait until the drained generation has exited (the reload returns before that)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def settled() -> bool:
         workers = service.status()["workers"]
-        if len(workers) == 2 and all(w["state"] == "ready" for w in workers):
-            return
-        time.sleep(0.05)
-    raise AssertionError("workers did not settle")
+        return len(workers) == 2 and all(w["state"] == "ready" for w in workers)
+
+    wait_until(settled, timeout=20, message="the drained generation gone")
 
 
 def _master_resources(pid: int) -> tuple[int, int]:

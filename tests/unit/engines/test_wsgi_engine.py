@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wsgi_harness import eventually, is_closed, read_response, serve
+from waiting import wait_until
+from wsgi_harness import is_closed, read_response, serve
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -47,7 +48,8 @@ def test_keep_alive_serves_several_requests_on_one_connection() -> None:
             status, headers, body = read_response(client)
             assert (status, body) == (200, f"GET /{number} ".encode())
             assert "connection" not in headers and "date" in headers
-        assert eventually(lambda: server.engine.requests_served == 3)
+        wait_until(lambda: server.engine.requests_served == 3, timeout=2,
+                   message="the three requests counted")
         assert server.engine.connections == 1
 
 
@@ -367,6 +369,14 @@ def test_a_large_body_streams_to_the_app_once_enough_is_read_ahead() -> None:
         assert read_response(client)[2] == str(size).encode()
 
 
+def test_keep_alive_0_says_connection_close_instead_of_closing_unannounced() -> None:
+    with serve(echo_app, keep_alive_timeout=0) as server, server.connect() as client:
+        client.sendall(get())
+        status, headers, _ = read_response(client)
+        assert status == 200 and headers["connection"] == "close"
+        assert is_closed(client)
+
+
 def test_idle_keep_alive_connection_closes_at_its_timeout() -> None:
     with serve(echo_app, keep_alive_timeout=0.3) as server, server.connect() as client:
         client.sendall(get())
@@ -404,10 +414,10 @@ def test_drain_lets_the_in_flight_request_finish_with_connection_close() -> None
     # inline request holds the loop (see the inline test below).
     with serve(app, threads=4) as server, server.connect() as client:
         client.sendall(get())
-        assert eventually(lambda: server.engine.in_flight == 1)
+        wait_until(lambda: server.engine.in_flight == 1, timeout=2, message="the request in flight")
         drained = threading.Thread(target=server.drain, args=(3.0,))
         drained.start()
-        time.sleep(0.1)
+        wait_until(lambda: server.engine._server.draining, timeout=2, message="the drain begun")
         release.set()
         status, headers, body = read_response(client)
         assert (status, body) == (200, b"finished") and headers["connection"] == "close"
@@ -423,7 +433,7 @@ def test_drain_stops_accepting_but_keeps_idle_connections_until_their_next_respo
         read_response(client)
         drained = threading.Thread(target=server.drain, args=(3.0,))
         drained.start()
-        assert eventually(lambda: server.engine._server.draining)
+        wait_until(lambda: server.engine._server.draining, timeout=2, message="the drain begun")
         probe = socket.create_connection(("127.0.0.1", server.port), timeout=0.3)
         with probe, pytest.raises(OSError):
             probe.sendall(get())
@@ -453,7 +463,7 @@ def test_drain_returns_at_the_deadline_and_closes_what_is_left() -> None:
 
     with serve(app, threads=4) as server, server.connect() as client:
         client.sendall(get("/late?token=secret"))
-        time.sleep(0.1)
+        wait_until(lambda: server.engine.in_flight == 1, timeout=2, message="the request in flight")
         took = server.drain(0.3)
         assert 0.25 < took < 0.8
         assert is_closed(client)
@@ -467,14 +477,17 @@ def test_inline_drain_begins_when_the_request_returns_and_loses_nothing() -> Non
     response went out (still whole), and the idle connection then closes at its
     keep-alive timeout, as guarantee 3 allows. The master's --graceful-timeout is what
     bounds an app that never returns."""
+    running = threading.Event()
+
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        running.set()
         time.sleep(0.5)
         start_response("200 OK", [])
         return [b"finished"]
 
     with serve(app, threads=1, keep_alive_timeout=0.3) as server, server.connect() as client:
         client.sendall(get())
-        time.sleep(0.1)  # the app is running on the loop thread now
+        assert running.wait(2)  # the app is running on the loop thread now
         took = server.drain(0.2)  # a deadline the loop cannot see until the app returns
         status, _headers, body = read_response(client)
         assert (status, body) == (200, b"finished")
@@ -503,9 +516,14 @@ def test_inline_stream_to_a_slow_reader_continues_in_the_pool() -> None:
         body.parts = chunks()
         return body
 
-    with serve(app, threads=1) as server, server.connect() as client:
+    # keep_alive 5 s: a client slowed by a loaded machine must not lose the connection
+    # to the idle timer between the 10 MiB response and its next request.
+    with serve(app, threads=1, keep_alive_timeout=5.0) as server, server.connect() as client:
         client.sendall(get("/big"))
-        time.sleep(0.3)  # not reading yet: socket buffers fill, the transport pauses
+        # Not reading yet: the socket buffers fill, the transport pauses, and the
+        # iteration moves to the pool's thread, which draws the next chunk there.
+        wait_until(lambda: any(name.startswith("unbroken-wsgi") for name in seen), timeout=3,
+                   message="a chunk drawn on the pool's thread")
         _status, _headers, received = read_response(client)
         assert received == chunk * CHUNKS
         assert body.closed.wait(2)
@@ -542,7 +560,9 @@ def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
         try:
             slow, first, second = clients
             slow.sendall(b"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
-            time.sleep(0.05)  # half the POST's body is here: read ahead, the app waits
+            # Its head is parsed, half its body is here: read ahead, the app waits.
+            wait_until(lambda: server.engine.in_flight == 1, timeout=2,
+                       message="the POST in flight")
             first.sendall(get("/one"))
             second.sendall(get("/two"))
             assert read_response(first)[0] == read_response(second)[0] == 200

@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -164,12 +164,3 @@ def is_closed(client: socket.socket, timeout: float = 1.5) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll a condition another thread makes true (e.g. a counter the loop moves just
-    after the write the client already saw); bounded."""
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return predicate()
