@@ -56,7 +56,7 @@ def _get(connection: http.client.HTTPConnection) -> tuple[str, str | None]:
 
 def test_a_release_dying_after_ready_is_rolled_back_to_the_parked_workers(
         service_factory: Any, releases: Path, tmp_path: Path) -> None:
-    service = service_factory()
+    service = service_factory("--reload-stable-for", "3")  # the default (the harness: 0.5)
     service.wait_serving()
     old_pids = sorted(service.worker_pids())
     spawns = tmp_path / "v2-spawns"
