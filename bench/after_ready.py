@@ -680,17 +680,27 @@ def measure_drain(spec: Spec, run: int, site: Site, master: subprocess.Popen[byt
         time.sleep(DRAIN_WARMUP)
         slow = SlowRequest(port, slow_seconds, lambda client: placement(
             port, client, worker_pids(master.pid))).start()  # fmt: skip
-        time.sleep(SLOW_LEAD)
-        slow_running = slow.running
         old_workers = worker_pids(master.pid)
-        where = placement(port, slow.client_port, old_workers)
+        # Off the clock, in a thread: placement() parses /proc/net/tcp, which the
+        # connection-per-request load of case 1 (and gunicorn sync) fills with TIME_WAIT
+        # sockets for a minute; parsed in the lead, it took seconds with 8 client
+        # threads, and `/slow` then ran that much longer before the trigger.
+        found: list[Placement | None] = []
+        looking = threading.Thread(target=lambda: found.append(
+            placement(port, slow.client_port, old_workers)), daemon=True)  # fmt: skip
+        looking.start()
+        sleep_until((slow.sent_at or time.monotonic()) + SLOW_LEAD)
+        slow_running = slow.running
         site.switch_to("v2")
         reload = Reload(spec, master, site)
         trigger = reload.start()
+        lead = None if slow.sent_at is None else trigger - slow.sent_at
         exits = ExitWatch(old_workers, trigger, trigger + DRAIN_AFTER).start()
         sleep_until(trigger + DRAIN_AFTER)
     finally:
         fast: list[Sample] = load.stop()
+    looking.join(10.0)
+    where = found[0] if found else None
     slow_outcome, slow_ended = slow.result(slow.timeout, trigger)
     old_exits = tuple(exits.result())
     result = reload.finish(5.0)
@@ -704,6 +714,8 @@ def measure_drain(spec: Spec, run: int, site: Site, master: subprocess.Popen[byt
         notes.append(f"`/slow` dialled {slow.dials} times")
     if not slow_running:
         notes.append("`/slow` was not running at the trigger")
+    if lead is not None and abs(lead - SLOW_LEAD) > 0.1:
+        notes.append(f"`/slow` sent {lead:.1f} s before the trigger, not {SLOW_LEAD:g}")
     if len(old_workers) != WORKERS:
         notes.append(f"{len(old_workers)} old workers at the trigger")
     if exited is not None:

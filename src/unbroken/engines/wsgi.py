@@ -180,6 +180,7 @@ class WSGIRequest:
             engine.submit(self)  # keeps one request at a time, in order; bodies may block
             return
         self._on_loop = True
+        engine.in_app = True
         result: Iterable[bytes] | None = None
         try:
             result = self._call_app()
@@ -191,8 +192,13 @@ class WSGIRequest:
             self._failed(error)
         finally:
             self._on_loop = False
-            if result is not None:
-                self._close(result)
+            try:
+                if result is not None:
+                    self._close(result)
+            finally:
+                engine.in_app = False
+                if engine.held:  # the drain watchdog is taking over (worker/main.py)
+                    engine.wait_while_held()
 
     def _respond_inline(self, result: Iterable[bytes]) -> Iterator[bytes] | FileWrapper | None:
         """Send what the transport takes now; return what a pool thread must finish."""
@@ -432,6 +438,9 @@ class WSGIEngine(CoreCounters):
         self._base_environ = base_environ(settings.url_scheme, settings.threads, FileWrapper)
         # Rule 2: with one thread, serve on the loop thread when nothing waits in the pool.
         self.inline = settings.threads == 1
+        # The drain watchdog's view of inline calls (worker/main.py InlineCalls).
+        self.in_app = False
+        self.held = False
         self._submitted = 0  # written by the loop thread only
         self._finished = 0  # written by the pool's one thread only (when inline is on)
 
@@ -479,6 +488,12 @@ class WSGIEngine(CoreCounters):
             request.run_inline()
         else:
             self.submit(request)
+
+    def wait_while_held(self) -> None:
+        """(loop) Back from the app while the watchdog decides: touch no socket until it
+        lets go (then go on) or exits the process."""
+        while self.held:
+            time.sleep(0.005)
 
     @property
     def pool_busy(self) -> bool:

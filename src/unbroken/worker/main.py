@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from unbroken.engines import load_engine
 from unbroken.engines.detect import EngineMismatch, choose_engine
@@ -57,6 +57,10 @@ ORPHAN_DRAIN_TIMEOUT = 1.0
 # call (an inline request, with --threads 1): the watchdog thread ends the drain. Well
 # inside the master's kill margin (rollout/planner.py DRAIN_KILL_MARGIN).
 STUCK_GRACE = 0.5
+# Past STUCK_GRACE with the loop outside an application call, the watchdog looks again
+# this often: the loop is in our own code and claims the deadline itself, or it enters
+# another application call and is stuck there.
+STUCK_POLL = 0.05
 MAX_FDS_PER_MESSAGE = 64
 
 
@@ -99,12 +103,29 @@ class Channel:
         return messages, fds
 
 
+class InlineCalls(Protocol):
+    """What an engine that calls the app on the loop thread shows the watchdog
+    (engines/wsgi.py with --threads 1): plain flags, so a request pays two stores."""
+
+    in_app: bool  # the loop thread is inside an application call
+    held: bool  # the watchdog is taking over: the loop must not go on when it returns
+
+
 class DeadlineKeeper:
     """Who ends a drain at its deadline: the loop, normally, or the watchdog thread if
     the loop is stuck in an application call (a request served inline holds it).
     Whoever claims first does it; the other stands aside. Without the watchdog the
     master's SIGKILL would reset every client of the worker, even those whose
-    requests we never read, because one request was slow (issue 12, item 3)."""
+    requests we never read, because one request was slow (issue 12, item 3).
+
+    With an engine's `InlineCalls`, the watchdog claims only while the loop thread is
+    inside an application call, never on time alone: a loop that came back at that
+    moment would read requests of the connections being handed over (lost with the
+    exit) or abort them under the hand-over. The two sides meet as in Dekker's
+    algorithm (the GIL orders the stores and loads): the watchdog raises `held`, then
+    looks at `in_app`; the loop, back from the app, lowers `in_app`, then looks at
+    `held` and waits while it is raised. If the watchdog saw the loop in the app, it
+    keeps `held` raised and exits the process; if not, it lowers it and looks again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -120,11 +141,23 @@ class DeadlineKeeper:
     def finished(self) -> None:
         self._finished.set()
 
-    def watch(self, deadline: float, on_stuck: Callable[[], None]) -> None:
+    def watch(self, deadline: float, on_stuck: Callable[[], None],
+              inline: InlineCalls | None = None) -> None:
         def run() -> None:
-            if not self._finished.wait(max(deadline + STUCK_GRACE - time.monotonic(), 0)) \
-                    and self.claim("watchdog"):
-                on_stuck()
+            timeout = max(deadline + STUCK_GRACE - time.monotonic(), 0)
+            while not self._finished.wait(timeout):
+                if inline is None:
+                    if self.claim("watchdog"):
+                        on_stuck()
+                    return
+                inline.held = True
+                if inline.in_app and self.claim("watchdog"):
+                    on_stuck()  # `held` stays raised: the loop never goes on
+                    return
+                inline.held = False
+                if self._owner is not None:
+                    return  # the loop ends the drain itself
+                timeout = STUCK_POLL
 
         threading.Thread(target=run, name="unbroken-drain-watchdog", daemon=True).start()
 
@@ -283,7 +316,8 @@ class WorkerRuntime:
                 elif isinstance(message, Drain):
                     if self.drain_deadline is None:
                         self.drain_deadline = time.monotonic() + message.timeout
-                        self.deadline.watch(self.drain_deadline, self._end_stuck_drain)
+                        inline = self.engine if getattr(self.engine, "inline", False) else None
+                        self.deadline.watch(self.drain_deadline, self._end_stuck_drain, inline)
                     self._call(self._drain, message.timeout)
                 else:
                     self._call(self._park, message)
