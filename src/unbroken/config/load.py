@@ -50,11 +50,23 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def platform_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`WEB_CONCURRENCY`, which Heroku-style platforms and gunicorn read as the default
+    worker count: under every other source (a file, UNBROKEN_WORKERS, -w), as in gunicorn."""
+    raw = environ.get("WEB_CONCURRENCY")
+    if raw is None:
+        return {}
+    workers = next(f for f, _ in declarations() if f.name == "workers")
+    return {"workers": _parse("WEB_CONCURRENCY", workers.metadata["declaration"].parse, raw)}
+
+
 def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None,
                 file_values: Mapping[str, Any] | None = None) -> Config:
     """Merge file, environment and CLI values (already parsed) into a checked `Config`."""
-    values = dict(file_values or {})
-    values.update(from_environment(os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    values = platform_defaults(environ)
+    values.update(file_values or {})
+    values.update(from_environment(environ))
     values.update({k: v for k, v in cli_values.items() if v is not None})
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - known)

@@ -52,3 +52,16 @@ def test_not_toml_and_missing_file_say_so(tmp_path: Path) -> None:
         from_file(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         find_config_file(str(tmp_path / "nope.toml"))
+
+
+def test_web_concurrency_is_the_default_worker_count_under_every_other_source() -> None:
+    from unbroken.config.load import load_config
+
+    app = {"app": "app:app"}
+    assert load_config(app, environ={"WEB_CONCURRENCY": "5"}).workers == 5
+    assert load_config(app, environ={"WEB_CONCURRENCY": "5"},
+                       file_values={"workers": 3}).workers == 3
+    assert load_config(app, environ={"WEB_CONCURRENCY": "5", "UNBROKEN_WORKERS": "4"}).workers == 4
+    assert load_config({**app, "workers": 2}, environ={"WEB_CONCURRENCY": "5"}).workers == 2
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY: 'lots'"):
+        load_config(app, environ={"WEB_CONCURRENCY": "lots"})
