@@ -48,7 +48,7 @@ class UsageError(UnbrokenError):
 
 
 class ServiceError(UnbrokenError):
-    exit_code = EXIT_FAILED
+    """The service could not do what was asked (exit 1, the root's)."""
 
 
 class ResourceError(ServiceError):

@@ -4,13 +4,12 @@ running at full speed forever (32 respawns in 30 s before)."""
 
 from __future__ import annotations
 
-import re
-import socket
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from haproxy import free_port
+from loadcheck import metric
 from release import point_current, write_release
 
 CRASHES_AFTER_READY = '''
@@ -26,23 +25,13 @@ if sys.argv[0].endswith("__main__.py"):  # a serving worker, not `unbroken check
 WATCH = 8.0  # seconds the crash loop is watched
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, text
-    return float(match.group(1))
 
 
 def test_workers_dying_after_ready_are_backed_off_and_shown(
         service_factory: Any, releases: Path) -> None:
-    metrics = _port()
+    metrics = free_port()
     # No stability window: this is the release that slipped past it (see
     # test_stability_window.py for the window that rolls such a release back).
     service = service_factory("--metrics-bind", f"127.0.0.1:{metrics}",
@@ -65,7 +54,7 @@ def test_workers_dying_after_ready_are_backed_off_and_shown(
     assert len(seen) <= 8, len(seen)
     loop = state["crash_loop"]
     assert loop["deaths"] >= 4, state
-    assert _metric(metrics, "unbroken_crash_loop_deaths") == loop["deaths"]
+    assert metric(metrics, "unbroken_crash_loop_deaths") == loop["deaths"]
     log = service.output()
     assert "died 1." in log and "in a row); next spawn in" in log
     # a reload to a good release ends it
@@ -73,4 +62,4 @@ def test_workers_dying_after_ready_are_backed_off_and_shown(
     point_current(releases, "v3")
     assert service.reload().ok
     assert service.status()["crash_loop"] == {"deaths": 0, "gave_up": False, "retry_in": 0.0}
-    assert _metric(metrics, "unbroken_crash_loop_deaths") == 0
+    assert metric(metrics, "unbroken_crash_loop_deaths") == 0

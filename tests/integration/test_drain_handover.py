@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from haproxy import free_port
+from loadcheck import metric, reload_in_background
 from release import point_current, write_release
-
-from unbroken.control.protocol import Reply
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _response(sock: socket.socket, timeout: float = 10.0) -> bytes:
@@ -59,24 +53,13 @@ def _kept_alive(service: Any, count: int) -> list[socket.socket]:
     return clients
 
 
-def _reload_in_background(service: Any) -> tuple[threading.Thread, list[Reply]]:
-    replies: list[Reply] = []
-    thread = threading.Thread(target=lambda: replies.append(service.reload()))
-    thread.start()
-    return thread, replies
 
 
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, text
-    return float(match.group(1))
 
 
 def test_requests_waiting_behind_a_slow_inline_request_are_answered_by_the_new_worker(
         service_factory: Any, releases: Path) -> None:
-    metrics = _port()
+    metrics = free_port()
     service = service_factory("--graceful-timeout", "1", "--reload-stable-for", "0",
                               "--metrics-bind", f"127.0.0.1:{metrics}", workers=1)
     service.wait_serving()
@@ -88,7 +71,7 @@ def test_requests_waiting_behind_a_slow_inline_request_are_answered_by_the_new_w
         client.sendall(REQUEST)  # sent, and waiting unread in the kernel
     write_release(releases, "v2")
     point_current(releases, "v2")
-    thread, replies = _reload_in_background(service)
+    thread, replies = reload_in_background(service)
     answers = [_response(client) for client in clients]
     thread.join(30)
     assert replies and replies[0].ok, replies
@@ -98,7 +81,7 @@ def test_requests_waiting_behind_a_slow_inline_request_are_answered_by_the_new_w
     log = service.output()
     assert "cut 1 request(s) at --graceful-timeout: GET /slow" in log, log[-3000:]
     assert "handed 4 idle connection(s)" in log, log[-3000:]
-    assert _metric(metrics, "unbroken_connections_handed_over_total") == 4
+    assert metric(metrics, "unbroken_connections_handed_over_total") == 4
     for sock in (*clients, slow):
         sock.close()
 
@@ -114,7 +97,7 @@ def test_idle_kept_alive_connections_outlive_a_drain_deadline_shorter_than_keep_
     time.sleep(0.3)
     write_release(releases, "v2")
     point_current(releases, "v2")
-    thread, replies = _reload_in_background(service)
+    thread, replies = reload_in_background(service)
     thread.join(30)
     assert replies and replies[0].ok, replies
     deadline = time.monotonic() + 10

@@ -8,29 +8,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from haproxy import free_port
+from loadcheck import metric
 from release import point_current, write_release
+from waiting import wait_until
 
 from unbroken.control.client import call
-
-
-def _free_port() -> int:
-    # As in test_metrics.py: the master binds the metrics endpoint itself.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in the metrics")
 
 
 def _slow_request(address: tuple[str, int], answer: dict[str, Any]) -> None:
@@ -46,26 +32,18 @@ def _slow_request(address: tuple[str, int], answer: dict[str, Any]) -> None:
         answer["error"] = error
 
 
-def _eventually(check: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_request_cut_at_the_graceful_deadline_is_logged_counted_and_in_history(
         service_factory: Any, releases: Path) -> None:
-    port = _free_port()
+    port = free_port()
     service = service_factory("--threads", "4", "--graceful-timeout", "1",
                               "--reload-stable-for", "0", "--metrics-bind", f"127.0.0.1:{port}")
     service.wait_serving()
     answer: dict[str, Any] = {}
     client = threading.Thread(target=_slow_request, args=(service.address, answer))
     client.start()
-    _eventually(lambda: any(w["in_flight"] for w in service.status()["workers"]))
+    wait_until(lambda: any(w["in_flight"] for w in service.status()["workers"]))
     write_release(releases, "v2")
     point_current(releases, "v2")
 
@@ -77,11 +55,11 @@ def test_request_cut_at_the_graceful_deadline_is_logged_counted_and_in_history(
     assert not client.is_alive()
     assert answer.get("bytes", b"") == b""  # cut: an empty reply (or a reset), as before
     # The entry is written when generation 2 serves; the old workers report later.
-    entry = _eventually(lambda: next(
+    entry = wait_until(lambda: next(
         (r for r in call(service.control, "history", timeout=5).data["reloads"]
          if r["outcome"] == "ok" and r["draining"] == 0), None))
     assert (entry["generation_before"], entry["generation_after"], entry["cut"]) == (1, 2, 1)
-    assert _metric(port, "unbroken_requests_cut_total") == 1
+    assert metric(port, "unbroken_requests_cut_total") == 1
     table = subprocess.run([sys.executable, "-m", "unbroken", "history", "--control",
                             service.control], capture_output=True, text=True, timeout=30)
     assert "CUT" in table.stdout and re.search(r" ok +1 +2 +1 ", table.stdout), table.stdout

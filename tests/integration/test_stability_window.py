@@ -9,15 +9,14 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from loadcheck import load_both, stop_both, versions
+from loadcheck import load_both, reload_in_background, stop_both, versions
 from release import point_current, write_release
+from waiting import wait_until
 
-from unbroken.control.protocol import Reply
 from unbroken.loadgen import summarize
 
 CRASHES_AFTER_READY = '''
@@ -37,14 +36,13 @@ if sys.argv[0].endswith("__main__.py"):  # a serving worker, not `unbroken check
 AFTER = 4.0  # seconds of load after the reload returned: past any window and back-off
 
 
-def _wait_for(predicate: Any, service: Any, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state: dict[str, Any] = service.status()
-        if predicate(state):
-            return state
-        time.sleep(0.05)
-    raise AssertionError(f"not reached in {timeout}s: {service.status()}")
+
+
+def _status_when(service: Any, predicate: Any) -> dict[str, Any]:
+    """The service's status once `predicate(status)` holds (waiting.wait_until)."""
+    state: dict[str, Any] = wait_until(
+        lambda: next((s for s in [service.status()] if predicate(s)), None))
+    return state
 
 
 def _get(connection: http.client.HTTPConnection) -> tuple[str, str | None]:
@@ -99,10 +97,8 @@ def test_a_new_worker_that_goes_silent_in_the_window_rolls_back(
     service.wait_serving()
     write_release(releases, "v2")
     point_current(releases, "v2")
-    replies: list[Reply] = []
-    reloading = threading.Thread(target=lambda: replies.append(service.reload()))
-    reloading.start()
-    state = _wait_for(lambda s: s.get("watching") is not None, service)
+    reloading, replies = reload_in_background(service)
+    state = _status_when(service, lambda s: s.get("watching") is not None)
     stuck = next(w["pid"] for w in state["workers"] if w["generation"] == 2)
     os.kill(stuck, signal.SIGSTOP)  # alive, but no heartbeat: hung on a lock, say
     reloading.join(30)
@@ -120,10 +116,8 @@ def test_a_healthy_release_is_watched_while_parked_workers_hand_their_clients_ov
     assert first.startswith("v1") and header is None
     write_release(releases, "v2")
     point_current(releases, "v2")
-    replies: list[Reply] = []
-    reloading = threading.Thread(target=lambda: replies.append(service.reload()))
-    reloading.start()
-    state = _wait_for(lambda s: s.get("watching") is not None, service)
+    reloading, replies = reload_in_background(service)
+    state = _status_when(service, lambda s: s.get("watching") is not None)
     watch_began = time.monotonic()
     parked = {w["pid"] for w in state["workers"] if w["state"] == "parked"}
     assert parked == old_pids, state
@@ -140,5 +134,5 @@ def test_a_healthy_release_is_watched_while_parked_workers_hand_their_clients_ov
     reloading.join(30)
     assert replies and replies[0].ok, replies
     assert time.monotonic() - watch_began >= 1.5
-    state = _wait_for(lambda s: {w["generation"] for w in s["workers"]} == {2}, service)
+    state = _status_when(service, lambda s: {w["generation"] for w in s["workers"]} == {2})
     assert not old_pids & {w["pid"] for w in state["workers"]}

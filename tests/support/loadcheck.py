@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from release import point_current
 
+from unbroken.control.protocol import Reply
 from unbroken.loadgen import Load, Sample, summarize
 
 
@@ -73,3 +76,20 @@ def refused_release_under_load(service: Any, releases: Path, version: str) -> tu
     assert state["generation"] == 1
     assert all(w["state"] == "ready" and w["generation"] == 1 for w in state["workers"])
     return result, samples
+
+
+def metric(port: int, name: str) -> float:
+    """One unlabelled value from the master's --metrics-bind endpoint on 127.0.0.1:port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def reload_in_background(service: Any) -> tuple[threading.Thread, list[Reply]]:
+    """Ask for a reload on a thread (it blocks until the verdict); join, then read."""
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(service.reload()))
+    thread.start()
+    return thread, replies
