@@ -4,7 +4,8 @@ The channel is a socketpair created per worker. Besides carrying messages it is
 the worker's lifeline: when the master dies, the worker reads EOF and exits, so
 no orphan keeps a port or a database connection.
 
-Worker exit codes are part of this contract (`WorkerExit`). The master writes to
+Worker exit codes are part of this contract (`WorkerExit`): the master names them
+in what it logs and replies (master/pool.py `describe_exit`). The master writes to
 the same channel to park and resume a worker during a reload's stability window,
 to drain it, and to hand it connections a draining sibling could not finish
 (`MasterMessage`; descriptors travel as SCM_RIGHTS with the line that counts them).
@@ -26,6 +27,20 @@ class WorkerExit(enum.IntEnum):
     APP_LOAD_ERROR = 4  # importing or creating the app raised
     PROBE_FAILED = 5  # the health probe did not answer 2xx
     ORPHANED = 6  # the master went away
+
+    @property
+    def meaning(self) -> str:
+        """How the master's logs and replies name it."""
+        return EXIT_MEANINGS[self]
+
+
+EXIT_MEANINGS = {
+    WorkerExit.OK: "done",
+    WorkerExit.BOOT_ERROR: "the worker could not start",
+    WorkerExit.APP_LOAD_ERROR: "the app failed to load",
+    WorkerExit.PROBE_FAILED: "its health probe failed",
+    WorkerExit.ORPHANED: "it lost its master",
+}
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,27 @@ def test_no_part_imports_what_the_table_does_not_allow() -> None:
                     MASTER_MAY_USE_OF_WORKER:
                 wrong.append(f"{relative}: {module} (the master keeps to worker/spec.py)")
     assert wrong == [], "\n".join(wrong)
+
+
+# Modules that decide: no I/O, no clock, no processes (docs/architecture.md).
+PURE = ["rollout/backoff.py", "rollout/crashloop.py", "rollout/lifecycle.py",
+        "rollout/planner.py", "master/policy.py", "master/events.py", "master/requests.py"]
+IMPURE = {"os", "socket", "selectors", "subprocess", "time", "threading", "asyncio", "shutil",
+          "tempfile", "io", "random"}
+
+
+def test_the_modules_that_decide_import_no_io_and_no_clock() -> None:
+    wrong = []
+    for name in PURE:
+        tree = ast.parse((PACKAGE / name).read_text())
+        for node in ast.walk(tree):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            wrong += [f"{name}: {m}" for m in modules if m.split(".")[0] in IMPURE]
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unbroken."):
+                wrong += [f"{name}: {node.module}" for prefix in
+                          ("unbroken.master.", "unbroken.observability.")
+                          if node.module.startswith(prefix) and node.module not in
+                          ("unbroken.master.events", "unbroken.master.policy",
+                           "unbroken.observability.cuts")]
+    assert wrong == [], "\n".join(wrong)

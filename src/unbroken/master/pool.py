@@ -16,13 +16,23 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
 from unbroken.master.output import OutputTap
-from unbroken.messages import BootFailed, Drain, Heartbeat, MasterMessage, encode
-from unbroken.rollout.lifecycle import KillReason, WorkerState, transition
+from unbroken.messages import (
+    BootFailed,
+    Drain,
+    Heartbeat,
+    MasterMessage,
+    Park,
+    Resume,
+    WorkerExit,
+    encode,
+)
+from unbroken.rollout.lifecycle import KillReason, WorkerEvent, WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.master")
@@ -55,6 +65,7 @@ class Worker:
     retiring: bool = False
     kill_reason: str | None = None  # the sentence, when the master killed it
     kill_why: KillReason | None = None  # and the name of the reason
+    killed_in: WorkerState | None = None  # what it was doing when killed: what its exit means
     boot_failure: BootFailed | None = None
     cut: int = 0  # requests it reported cut at --graceful-timeout (a `Cut` message)
     stats: Heartbeat = field(default_factory=lambda: Heartbeat(0, 0, 0, 0))
@@ -63,7 +74,6 @@ class Worker:
     drain_signal: signal.Signals = signal.SIGTERM
     heartbeats: bool = True
     probe_path: str | None = None
-    probing: bool = False
     output: OutputTap | None = None  # its stderr, through the master (master/output.py)
 
     @property
@@ -97,8 +107,30 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def move_to(self, state: WorkerState) -> None:
-        self.state = transition(self.state, state)
+    def move(self, event: WorkerEvent) -> None:
+        self.state = transition(self.state, event)
+
+    def begin_drain(self, timeout: float) -> None:
+        self.move(WorkerEvent.DRAINED)
+        self.drain_started = time.monotonic()
+        self.drain(timeout)
+        log.info("draining worker %d (generation %d)", self.pid, self.generation)
+
+    def park(self) -> None:
+        self.move(WorkerEvent.PARKED)
+        self.tell(Park())
+
+    def resume(self) -> None:
+        self.move(WorkerEvent.RESUMED)
+        self.tell(Resume())
+        log.info("worker %d (generation %d) accepts again", self.pid, self.generation)
+
+    def kill(self, why: KillReason, sentence: str) -> None:
+        """SIGKILL, once: the first reason is the one its exit is read by."""
+        if self.state is not WorkerState.KILLING:
+            self.kill_reason, self.kill_why, self.killed_in = sentence, why, self.state
+            self.move(WorkerEvent.KILLED)
+        self.signal(signal.SIGKILL)
 
     def signal(self, signum: signal.Signals) -> None:
         try:
@@ -110,12 +142,7 @@ class Worker:
         return self.process.poll()
 
     def describe_exit(self) -> str:
-        code = self.process.returncode
-        if code is None:
-            return "running"
-        if code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+        return describe_exit(self.process.returncode, ours=self.heartbeats)
 
 
 def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket],
@@ -136,6 +163,17 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     ours.setblocking(False)
     return Worker(worker_id, generation.number, process, JSONLineChannel(ours, process.pid),
                   spawned_at=now, last_seen=now, output=output)
+
+
+def describe_exit(code: int | None, *, ours: bool) -> str:
+    """How a worker ended, for logs and replies; our own workers' codes are named."""
+    if code is None:
+        return "running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    if ours and code in WorkerExit.__members__.values() and code != WorkerExit.OK:
+        return f"exit code {code} ({WorkerExit(code).meaning})"
+    return f"exit code {code}"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class ReloadEntry:
     # once `draining` is 0: the old workers still to finish draining when last written.
     cut: int = 0
     draining: int = 0
+    trigger: str = ""  # what asked for it: signal, fifo, touch, control
 
     def after_worker_drained(self, cut: int) -> ReloadEntry:
         """This entry once one more old worker has exited, having cut `cut` requests."""

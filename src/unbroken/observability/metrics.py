@@ -17,22 +17,16 @@ from dataclasses import dataclass, field
 
 from unbroken.messages import Heartbeat
 from unbroken.observability.latency import BUCKETS
-from unbroken.rollout.lifecycle import KillReason
+from unbroken.rollout.lifecycle import ExitCause, WorkerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-WORKER_STATES = ("booting", "ready", "parked", "draining")
+WORKER_STATES = tuple(state.value for state in WorkerState)
 RELOAD_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-def restart_cause(state: str, stopping: bool, killed: KillReason | None) -> str | None:
-    """Why a worker that exited has to be replaced, or None when its exit was planned."""
-    if state == "draining" or stopping or killed is KillReason.NOT_NEEDED:
-        return None
-    if state == "booting":
-        return "boot_failed"
-    if killed is not None:
-        return "timeout" if killed is KillReason.SILENT else "killed"
-    return "crashed"
+def restart_cause(cause: ExitCause) -> str | None:
+    """The restart metric's label for an exit, or None when the exit was planned."""
+    return None if cause.planned else cause.value
 
 
 @dataclass

@@ -17,22 +17,25 @@ The rules, in order:
      target workers are ready, so ready capacity never drops below `desired`. In
      whole-generation mode (the default) none is retired until the whole new
      generation is ready, so a failure leaves the old one untouched.
-   - Booting workers of another generation are of no use: drain them.
+   - Booting workers of another generation, or beyond `desired`, are of no use:
+     kill them (they hold no request; rollout/lifecycle.py rule 4).
 3. Watch, then completion. When `desired` target workers are ready, the stale
    ready workers are not drained at once: they are *parked* (they stop accepting
    but can resume) and the new generation is watched for --reload-stable-for. A
    target worker that dies in that window makes the master abort (rule 2 then
    resumes the parked workers: rolling back is a re-route, not a reboot); when the
    window has passed, the parked workers drain and the reload completes. Workers
-   that cannot park (--cmd programs) keep accepting through the window. With no
-   window, or nothing to park (the first generation), it completes at once.
+   that cannot park (--cmd programs) keep accepting through the window. A reload
+   whose old workers are all gone (crashed) is watched all the same: nothing is
+   parked, but a death in the window still aborts it, so whoever asked hears that it
+   failed. With no window, or at the first start, it completes at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from unbroken.rollout.lifecycle import KillReason, WorkerState
+from unbroken.rollout.lifecycle import BOOTING_STATES, KillReason, WorkerState
 
 # A draining worker enforces --graceful-timeout itself; the master waits this much
 # longer before SIGKILL so that the worker's own orderly close wins the race.
@@ -65,6 +68,7 @@ class PoolView:
     graceful_timeout: float
     stable_for: float = 0.0  # --reload-stable-for
     watch_started: float | None = None  # when the new generation's window began
+    first_start: bool = False  # no generation serves yet: nothing to watch it against
 
 
 @dataclass(frozen=True)
@@ -113,14 +117,14 @@ Action = (SpawnWorker | DrainWorker | KillWorker | ParkWorker | ResumeWorker | B
 def plan(view: PoolView) -> list[Action]:
     expired = _expired(view)
     gone = {action.worker for action in expired}
-    live = [w for w in view.workers if w.id not in gone and w.state is not WorkerState.EXITED]
+    live = [w for w in view.workers if w.id not in gone and w.state is not WorkerState.KILLING]
     return [*expired, *_reconcile(view, live)]
 
 
 def _expired(view: PoolView) -> list[KillWorker]:
     kills = []
     for worker in view.workers:
-        kill = _expiry(view, worker)
+        kill = None if worker.state is WorkerState.KILLING else _expiry(view, worker)
         if kill is not None:
             kills.append(KillWorker(worker.id, *kill))
     return kills
@@ -128,7 +132,7 @@ def _expired(view: PoolView) -> list[KillWorker]:
 
 def _expiry(view: PoolView, worker: WorkerView) -> tuple[KillReason, str] | None:
     age = view.now - worker.spawned_at
-    if worker.state is WorkerState.BOOTING and age > view.boot_timeout:
+    if worker.state in BOOTING_STATES and age > view.boot_timeout:
         return KillReason.BOOT_TIMEOUT, f"not ready within --boot-timeout {view.boot_timeout:g}s"
     if (worker.state in (WorkerState.READY, WorkerState.PARKED)
             and view.now - worker.last_seen > view.timeout):
@@ -148,13 +152,14 @@ def _reconcile(view: PoolView, live: list[WorkerView]) -> list[Action]:
     actions: list[Action] = [ResumeWorker(id) for id in parked]
     live = [replace(w, state=WorkerState.READY) if w.id in parked else w for w in live]
     fresh = [w for w in live if w.generation == view.target and not w.retiring
-             and w.state in (WorkerState.BOOTING, WorkerState.READY)]
-    stale_booting = [w for w in live if w.state is WorkerState.BOOTING
+             and (w.state in BOOTING_STATES or w.state is WorkerState.READY)]
+    stale_booting = [w for w in live if w.state in BOOTING_STATES
                      and w.generation != view.target]
-    actions += [DrainWorker(w.id) for w in stale_booting]
+    actions += [_not_needed(w) for w in stale_booting]
 
     surplus = _surplus(fresh, len(fresh) - view.desired)
-    actions += [DrainWorker(w.id) for w in surplus]
+    actions += [_not_needed(w) if w.state in BOOTING_STATES else DrainWorker(w.id)
+                for w in surplus]
     fresh = [w for w in fresh if w not in surplus]
     actions += _spawns(view, fresh)
 
@@ -165,7 +170,7 @@ def _reconcile(view: PoolView, live: list[WorkerView]) -> list[Action]:
         key=lambda w: (not w.retiring, w.generation, w.spawned_at),
     )
     whole = view.rolling and len(ready) >= view.desired
-    if whole and stale_ready and view.stable_for > 0:
+    if whole and view.stable_for > 0 and not view.first_start:
         return actions + _watch(view, stale_ready)
     actions += [DrainWorker(w.id) for w in stale_ready[: _stale_to_drain(view, ready, stale_ready)]]
     if whole:
@@ -183,6 +188,10 @@ def _watch(view: PoolView, stale: list[WorkerView]) -> list[Action]:
     return [*(DrainWorker(w.id) for w in stale), CompleteRollout(view.target)]
 
 
+def _not_needed(worker: WorkerView) -> KillWorker:
+    return KillWorker(worker.id, KillReason.NOT_NEEDED, "no longer needed")
+
+
 def _surplus(fresh: list[WorkerView], count: int) -> list[WorkerView]:
     """Workers beyond `desired` (scale down): booting ones first, then the oldest."""
     if count <= 0:
@@ -196,7 +205,7 @@ def _spawns(view: PoolView, fresh: list[WorkerView]) -> list[Action]:
     if missing <= 0 or not view.spawn_allowed:
         return []
     if view.rolling:
-        booting = sum(1 for w in fresh if w.state is WorkerState.BOOTING)
+        booting = sum(1 for w in fresh if w.state in BOOTING_STATES)
         missing = min(missing, _surge_limit(view) - booting)
     return [SpawnWorker(view.target) for _ in range(max(0, missing))]
 

@@ -40,3 +40,14 @@ def test_umask_flag_is_octal() -> None:
     result = subprocess.run([sys.executable, "-m", "unbroken", "serve", "a:b", "--umask", "9"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "is not an octal mode" in result.stderr
+
+
+def test_an_exit_is_described_with_the_worker_contracts_name_for_its_code() -> None:
+    from unbroken.master.pool import describe_exit
+
+    assert describe_exit(4, ours=True) == "exit code 4 (the app failed to load)"
+    assert describe_exit(4, ours=False) == "exit code 4"  # a --cmd program's own codes
+    assert describe_exit(1, ours=True) == "exit code 1"
+    assert describe_exit(0, ours=True) == "exit code 0"
+    assert describe_exit(-9, ours=True) == "killed by SIGKILL"
+    assert describe_exit(None, ours=True) == "running"

@@ -9,7 +9,7 @@ from unbroken.observability.history import ReloadEntry, ReloadHistory
 from unbroken.observability.latency import BUCKETS, ResponseStats, status_class
 from unbroken.observability.metrics import MetricsBook, render, restart_cause
 from unbroken.observability.ready import readiness
-from unbroken.rollout.lifecycle import KillReason
+from unbroken.rollout.lifecycle import ExitCause
 
 
 def _entry(outcome: str, index: int = 0) -> ReloadEntry:
@@ -59,7 +59,7 @@ def test_counters_never_go_down_when_a_worker_exits() -> None:
     beat = Heartbeat(2, 1, 1, 10, {"2xx": 2}, (1, 1, *[0] * len(BUCKETS)), 0.02)
     book = MetricsBook()
     before = render(book, [("ready", beat)])
-    book.worker_gone(beat, restart_cause("ready", False, None))
+    book.worker_gone(beat, restart_cause(ExitCause.CRASHED))
     after = render(book, [])
     line = 'unbroken_http_requests_total{class="2xx"} 2'
     assert line in before and line in after
@@ -75,9 +75,8 @@ def test_reloads_and_restart_causes() -> None:
     text = render(book, [])
     assert 'unbroken_reloads_total{outcome="aborted"} 1' in text
     assert "unbroken_reload_duration_seconds_count 2" in text
-    assert restart_cause("draining", False, None) is None
-    assert restart_cause("ready", True, None) is None
-    assert restart_cause("booting", False, None) == "boot_failed"
-    assert restart_cause("ready", False, KillReason.SILENT) == "timeout"
-    assert restart_cause("ready", False, KillReason.DRAIN_TIMEOUT) == "killed"
-    assert restart_cause("booting", False, KillReason.NOT_NEEDED) is None
+    labels = {cause: restart_cause(cause) for cause in ExitCause}
+    assert labels == {ExitCause.DRAINED: None, ExitCause.STOPPED: None,
+                      ExitCause.NOT_NEEDED: None, ExitCause.BOOT_FAILED: "boot_failed",
+                      ExitCause.SILENT: "timeout", ExitCause.KILLED: "killed",
+                      ExitCause.CRASHED: "crashed"}

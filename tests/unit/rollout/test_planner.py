@@ -7,7 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from unbroken.rollout.lifecycle import IllegalTransition, KillReason, WorkerState, transition
+from unbroken.rollout.lifecycle import (
+    TRANSITIONS,
+    ExitCause,
+    IllegalTransition,
+    KillReason,
+    WorkerEvent,
+    WorkerState,
+    classify_exit,
+    transition,
+)
 from unbroken.rollout.planner import (
     BeginWatch,
     CompleteRollout,
@@ -89,9 +98,27 @@ def test_abort_is_a_target_switch_back_and_restores_old_generation() -> None:
     assert plan(restored) == [DrainWorker(4)]
 
 
-def test_booting_workers_of_an_aborted_generation_are_drained() -> None:
+NOT_NEEDED = "no longer needed"
+
+
+def test_booting_workers_of_an_aborted_generation_are_killed_not_drained() -> None:
     state = view(worker(1, 1, R), worker(2, 1, R), worker(3, 2, B), target=1)
-    assert plan(state) == [DrainWorker(3)]
+    assert plan(state) == [KillWorker(3, KillReason.NOT_NEEDED, NOT_NEEDED)]
+    probing = view(worker(1, 1, R), worker(2, 1, R), worker(3, 2, WorkerState.PROBING),
+                   target=1)
+    assert plan(probing) == [KillWorker(3, KillReason.NOT_NEEDED, NOT_NEEDED)]
+
+
+def test_workers_being_killed_count_for_nothing() -> None:
+    dying = view(worker(1, 1, R), worker(2, 1, WorkerState.KILLING))
+    assert plan(dying) == [SpawnWorker(1)]
+
+
+def test_a_probing_worker_counts_as_booting_and_has_the_boot_timeout() -> None:
+    probing = worker(2, 1, WorkerState.PROBING)
+    assert plan(view(worker(1, 1, R), probing)) == []
+    late = replace(probing, spawned_at=NOW - 61)
+    assert kinds(plan(view(worker(1, 1, R), late))) == ["KillWorker", "SpawnWorker"]
 
 
 def test_retiring_worker_is_replaced_before_it_is_drained() -> None:
@@ -104,7 +131,7 @@ def test_retiring_worker_is_replaced_before_it_is_drained() -> None:
 def test_scale_down_drains_booting_first_then_oldest() -> None:
     state = view(worker(1, 1, R, spawned_at=1), worker(2, 1, R, spawned_at=2),
                  worker(3, 1, B), desired=1)
-    assert plan(state) == [DrainWorker(3), DrainWorker(1)]
+    assert plan(state) == [KillWorker(3, KillReason.NOT_NEEDED, NOT_NEEDED), DrainWorker(1)]
 
 
 def test_expiry_kills_and_replaces() -> None:
@@ -176,12 +203,22 @@ def test_workers_that_cannot_park_keep_accepting_through_the_window() -> None:
     assert plan(replace(whole, watch_started=NOW - 1)) == []
 
 
-def test_no_window_without_old_workers_or_with_stable_for_zero() -> None:
-    first = view(worker(1, 1, R), worker(2, 1, R), rolling=True, stable_for=3)
+def test_no_window_at_the_first_start_or_with_stable_for_zero() -> None:
+    first = view(worker(1, 1, R), worker(2, 1, R), rolling=True, stable_for=3,
+                 first_start=True)
     assert plan(first) == [CompleteRollout(1)]
     unwatched = view(worker(1, 1, R), worker(2, 1, R), worker(3, 2, R), worker(4, 2, R),
                      target=2, rolling=True, stable_for=0)
     assert plan(unwatched) == [DrainWorker(1), DrainWorker(2), CompleteRollout(2)]
+
+
+def test_a_reload_with_no_old_worker_left_is_still_watched() -> None:
+    """The old workers all crashed: nothing to park, but a death in the window must
+    still abort the reload, so that whoever asked is told it failed."""
+    alone = view(worker(3, 2, R), worker(4, 2, R), target=2, rolling=True, stable_for=3)
+    assert plan(alone) == [BeginWatch(2)]
+    assert plan(replace(alone, watch_started=NOW - 1)) == []
+    assert plan(replace(alone, watch_started=NOW - 3)) == [CompleteRollout(2)]
 
 
 def test_surge_drains_as_it_rolls_and_parks_only_the_last_old_workers() -> None:
@@ -229,6 +266,8 @@ def test_accepting_capacity_never_drops_through_windows_aborts_crashes_and_scali
             elif isinstance(action, (DrainWorker, ParkWorker, ResumeWorker)):
                 state = {DrainWorker: D, ParkWorker: P, ResumeWorker: R}[type(action)]
                 workers[action.worker] = replace(workers[action.worker], state=state)
+            elif isinstance(action, KillWorker):
+                del workers[action.worker]  # booting ones no longer needed
             elif isinstance(action, BeginWatch):
                 watch = now
             elif isinstance(action, CompleteRollout):
@@ -246,8 +285,40 @@ def test_accepting_capacity_never_drops_through_windows_aborts_crashes_and_scali
 
 
 def test_lifecycle_rejects_illegal_transitions() -> None:
-    assert transition(B, R) is R
+    assert transition(B, WorkerEvent.SAID_READY) is R
+    assert transition(B, WorkerEvent.PROBE_BEGAN) is WorkerState.PROBING
     with pytest.raises(IllegalTransition):
-        transition(D, R)
+        transition(D, WorkerEvent.RESUMED)
     with pytest.raises(IllegalTransition):
-        transition(WorkerState.EXITED, B)
+        transition(B, WorkerEvent.DRAINED)  # a booting worker holds nothing: it is killed
+    with pytest.raises(IllegalTransition):
+        transition(WorkerState.KILLING, WorkerEvent.KILLED)
+
+
+def test_every_state_but_killing_can_be_killed_and_killing_is_the_end() -> None:
+    for state in WorkerState:
+        if state is WorkerState.KILLING:
+            assert TRANSITIONS[state] == {}
+        else:
+            assert transition(state, WorkerEvent.KILLED) is WorkerState.KILLING
+
+
+@pytest.mark.parametrize(("state", "stopping", "killed", "killed_in", "cause"), [
+    (D, False, None, None, ExitCause.DRAINED),
+    (R, True, None, None, ExitCause.STOPPED),
+    (WorkerState.KILLING, False, KillReason.STOPPING, B, ExitCause.STOPPED),
+    (WorkerState.KILLING, False, KillReason.NOT_NEEDED, B, ExitCause.NOT_NEEDED),
+    (B, False, None, None, ExitCause.BOOT_FAILED),
+    (WorkerState.KILLING, False, KillReason.BOOT_TIMEOUT, B, ExitCause.BOOT_FAILED),
+    (WorkerState.KILLING, False, KillReason.PROBE_FAILED, WorkerState.PROBING,
+     ExitCause.BOOT_FAILED),
+    (WorkerState.KILLING, False, KillReason.SILENT, R, ExitCause.SILENT),
+    (WorkerState.KILLING, False, KillReason.SILENT, P, ExitCause.SILENT),
+    (WorkerState.KILLING, False, KillReason.DRAIN_TIMEOUT, D, ExitCause.DRAINED),
+    (R, False, None, None, ExitCause.CRASHED),
+    (P, False, None, None, ExitCause.CRASHED),
+])
+def test_an_exit_is_read_by_the_state_the_worker_was_in(
+        state: WorkerState, stopping: bool, killed: KillReason | None,
+        killed_in: WorkerState | None, cause: ExitCause) -> None:
+    assert classify_exit(state, stopping, killed, killed_in) is cause
