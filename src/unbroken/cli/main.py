@@ -224,6 +224,8 @@ def status(arguments: argparse.Namespace) -> int:
     print(f"{data['name']}: master {data['master_pid']}, {data['phase']}, generation "
           f"{data['generation']}, {data['desired']} worker(s) wanted, "
           f"on {', '.join(data['binds'])}")
+    for number, generation in sorted(data.get("generations", {}).items()):
+        print(f"  generation {number}: {generation['directory']}")
     print(f"{'PID':>8} {'GEN':>4} {'STATE':<9} {'AGE':>8} {'REQUESTS':>9} {'IN-FLIGHT':>9} "
           f"{'RSS-MiB':>8}")
     for w in data["workers"]:
@@ -239,14 +241,15 @@ def history(arguments: argparse.Namespace) -> int:
         print(json.dumps(reloads, indent=2))
         return EXIT_OK
     print(f"{'STARTED':<19} {'SECONDS':>8} {'OUTCOME':<11} {'BEFORE':>6} {'AFTER':>6} "
-          f"{'CUT':>5}  REASON")
+          f"{'CUT':>5} {'TRIGGER':<8} {'RELEASE':<24}  REASON")
     for entry in reloads:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["started_at"]))
         # "+": old workers were still draining when last written, so more may be cut.
         cut = f"{entry.get('cut', 0)}{'+' if entry.get('draining') else ''}"
         print(f"{started:<19} {entry['seconds']:>8.2f} {entry['outcome']:<11} "
               f"{entry['generation_before']!s:>6} {entry['generation_after']!s:>6} "
-              f"{cut:>5}  {entry['reason']}")
+              f"{cut:>5} {entry.get('trigger') or '-':<8} {entry.get('directory') or '-':<24}  "
+              f"{entry['reason']}")
     return EXIT_OK
 
 

@@ -97,7 +97,7 @@ class Master:
         self.systemd = Notifier()
         self.observatory = Observatory(
             self.control.path, self.selector, lambda: self.service.phase.value,
-            lambda: [(w.state.value, w.stats) for w in self.pool.workers.values()],
+            lambda: [(w.state.value, w.generation, w.stats) for w in self.pool.workers.values()],
             ready_bind=config.ready_bind, metrics_bind=config.metrics_bind,
             queues=self._listen_queues)
         self.pool = WorkerHub(config, self.selector, self.sockets, self.observatory,
@@ -252,7 +252,8 @@ class Master:
         entry = ReloadEntry(time.time() - action.seconds, action.seconds, action.outcome,
                             action.before, action.after, action.generation, action.reason,
                             cut=action.cut, draining=action.draining,
-                            trigger=action.trigger.value if action.trigger else "")
+                            trigger=action.trigger.value if action.trigger else "",
+                            directory=self.pool.directory_of(action.generation))
         self.observatory.reload_ended(entry)
         if action.outcome == "ok" and action.draining and action.before is not None:
             self.pool.replaced[action.before] = entry

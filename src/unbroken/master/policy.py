@@ -411,7 +411,11 @@ def _rolled_out(service: Service, event: GenerationRolledOut, now: float) -> Dec
     # The old workers start draining in this same tick, so what they cut usually
     # arrives after this reply: the shell amends the entry then (observability/cuts.py).
     if previous is not None:
-        actions.append(_record(service, rollout, "ok", number, now, "", previous, event.draining))
+        watched = (f", watched {service.timings.stable_for:g}s (--reload-stable-for)"
+                   if rollout.watch_started is not None else "")
+        actions.append(_record(service, rollout, "ok", number, now,
+                               f"{service.desired} worker(s) ready{watched}", previous,
+                               event.draining))
     actions += [Answer(rollout.waiters, True, serving_message(number, rollout.cut),
                        fields={"generation": number, "previous": previous,
                                "seconds": round(took, 3), "cut": rollout.cut,

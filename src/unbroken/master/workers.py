@@ -82,6 +82,10 @@ class WorkerHub:
         self.generations[number] = generation
         return generation
 
+    def directory_of(self, number: int) -> str:
+        generation = self.generations.get(number)
+        return generation.directory if generation is not None else ""
+
     def forget_generations(self, serving: int | None) -> None:
         used = {w.generation for w in self.workers.values()} | {serving}
         for number in [n for n in self.generations if n not in used]:
@@ -225,21 +229,22 @@ class WorkerHub:
             self._forget_probe(worker)
             stopping = self.service().phase is policy.Phase.STOPPING
             cause = classify_exit(worker.state, stopping, worker.kill_why, worker.killed_in)
-            self.observatory.worker_exited(worker.stats, restart_cause(cause))
+            self.observatory.worker_exited(worker.stats, restart_cause(cause), worker.generation)
             self._account_cut(worker, self.service())
             self.handle(_exited(worker, cause))
             self.release_sockets()
 
     def _read_last_words(self, worker: Worker) -> None:
-        """Read the `Cut` report a worker sends just before it exits: its exit may be
-        seen before the select that would have read it. Only that message: anything
-        else unread at exit is ignored, as it always was."""
-        for _ in range(16):  # bounded: everything it wrote is already in our buffer
+        """Read what a worker says just before it exits, its `Cut` report and its last
+        `Heartbeat` (what it served since the one before, counted in the metrics): its
+        exit may be seen before the select that would have read them. Only those:
+        anything else unread at exit is ignored."""
+        for _ in range(64):  # bounded: everything it wrote is already in our buffer
             messages = worker.channel.read()
             if not messages:
                 return
             for message in messages:
-                if isinstance(message, Cut):
+                if isinstance(message, (Cut, Heartbeat)):
                     self._on_message(worker, message)
 
     def _account_cut(self, worker: Worker, service: policy.Service) -> None:

@@ -43,6 +43,7 @@ class ReloadEntry:
     cut: int = 0
     draining: int = 0
     trigger: str = ""  # what asked for it: signal, fifo, touch, control
+    directory: str = ""  # the release the target generation was resolved to
 
     def after_worker_drained(self, cut: int) -> ReloadEntry:
         """This entry once one more old worker has exited, having cut `cut` requests."""

@@ -23,7 +23,8 @@ log = logging.getLogger("unbroken.observability")
 
 class Observatory:
     def __init__(self, control_path: str, selector: selectors.BaseSelector,
-                 phase: Callable[[], str], workers: Callable[[], list[tuple[str, Heartbeat]]],
+                 phase: Callable[[], str],
+                 workers: Callable[[], list[tuple[str, int, Heartbeat]]],
                  *, ready_bind: str | None, metrics_bind: str | None,
                  queues: Callable[[], list[tuple[str, int, int]]] = list) -> None:
         self.history = ReloadHistory(history_path(control_path))
@@ -56,8 +57,8 @@ class Observatory:
         self.history.add(entry)
         self.book.reload_finished(entry.outcome, entry.seconds)
 
-    def worker_exited(self, stats: Heartbeat, cause: str | None) -> None:
-        self.book.worker_gone(stats, cause)
+    def worker_exited(self, stats: Heartbeat, cause: str | None, generation: int) -> None:
+        self.book.worker_gone(stats, cause, generation)
 
     def crash_loop(self, deaths: int, gave_up: bool) -> None:
         self.book.crash_loop_deaths, self.book.crash_loop_gave_up = deaths, gave_up

@@ -44,9 +44,13 @@ class MetricsBook:
     connections_handed_over: int = 0  # idle at a drain deadline, to a serving worker
     crash_loop_deaths: int = 0  # serving workers that died soon after Ready, in a row
     crash_loop_gave_up: bool = False
+    # Responses by generation and status class, so a dashboard tells releases apart;
+    # kept for the life of the master (a few series per reload).
+    by_generation: dict[int, dict[str, int]] = field(default_factory=dict)
 
-    def worker_gone(self, stats: Heartbeat, cause: str | None) -> None:
+    def worker_gone(self, stats: Heartbeat, cause: str | None, generation: int = 0) -> None:
         _add_stats(self.statuses, self.latency_counts, stats)
+        _add_statuses(self.by_generation.setdefault(generation, {}), stats)
         self.latency_sum += stats.latency_sum
         if cause is not None:
             self.restarts[cause] = self.restarts.get(cause, 0) + 1
@@ -59,9 +63,13 @@ class MetricsBook:
         self.reload_sum += seconds
 
 
-def _add_stats(statuses: dict[str, int], counts: list[int], stats: Heartbeat) -> None:
+def _add_statuses(statuses: dict[str, int], stats: Heartbeat) -> None:
     for key, value in stats.statuses.items():
         statuses[key] = statuses.get(key, 0) + value
+
+
+def _add_stats(statuses: dict[str, int], counts: list[int], stats: Heartbeat) -> None:
+    _add_statuses(statuses, stats)
     for index, value in enumerate(stats.latency_counts[:len(counts)]):
         counts[index] += value
 
@@ -80,19 +88,22 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> lis
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
 
 
-def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
+def render(book: MetricsBook, workers: list[tuple[str, int, Heartbeat]],
            queues: Iterable[tuple[str, int, int]] = ()) -> str:
-    """`workers`: (state, last heartbeat) of every live worker; `queues`: (listener,
-    connections waiting in its accept queue, the queue's limit) where the OS tells."""
+    """`workers`: (state, generation, last heartbeat) of every live worker; `queues`:
+    (listener, connections waiting in its accept queue, the queue's limit) where the OS
+    tells."""
     queues = list(queues)
     statuses = dict(book.statuses)
     counts = list(book.latency_counts)
     latency_sum = book.latency_sum
-    for _state, stats in workers:
+    by_generation = {number: dict(classes) for number, classes in book.by_generation.items()}
+    for _state, generation, stats in workers:
         _add_stats(statuses, counts, stats)
+        _add_statuses(by_generation.setdefault(generation, {}), stats)
         latency_sum += stats.latency_sum
     states = {state: 0 for state in WORKER_STATES}
-    for state, _stats in workers:
+    for state, _generation, _stats in workers:
         states[state] = states.get(state, 0) + 1
     lines = [
         *_family("unbroken_http_requests_total", "counter", "Responses by status class.",
@@ -103,7 +114,13 @@ def render(book: MetricsBook, workers: list[tuple[str, Heartbeat]],
                  _histogram("unbroken_http_request_duration_seconds", BUCKETS, counts,
                             latency_sum)),
         *_family("unbroken_http_requests_in_flight", "gauge", "Requests being served now.",
-                 [f"unbroken_http_requests_in_flight {sum(s.in_flight for _, s in workers)}"]),
+                 [f"unbroken_http_requests_in_flight {sum(s.in_flight for *_, s in workers)}"]),
+        *_family("unbroken_generation_http_requests_total", "counter",
+                 "Responses by the generation (release) that served them and status class.",
+                 (f'unbroken_generation_http_requests_total{{generation="{number}",'
+                  f'class="{key}"}} {value}'
+                  for number, classes in sorted(by_generation.items())
+                  for key, value in sorted(classes.items()))),
         *_family("unbroken_workers", "gauge", "Worker processes by state.",
                  (f'unbroken_workers{{state="{state}"}} {count}'
                   for state, count in sorted(states.items()))),

@@ -266,11 +266,12 @@ class WorkerRuntime:
                                      name="unbroken-heartbeat", daemon=True)
         heartbeat.start()
         await self.stop_requested.wait()
-        stop_beating.set()
         deadline = self.drain_deadline or time.monotonic() + self.drain_timeout
-        await self.engine.drain(deadline, self._hand_over)
+        await self.engine.drain(deadline, self._hand_over)  # still heartbeating: counted
+        stop_beating.set()
         self.deadline.finished()
         self._report_cut(getattr(self.engine, "cut_requests", []))
+        self._beat()  # last words: what it served since the last heartbeat
 
     def _hand_over(self, fds: list[int]) -> bool:
         """(the loop, at the drain deadline) Give the master the connections that are
@@ -372,18 +373,21 @@ class WorkerRuntime:
             self.drain_timeout = timeout
             self.stop_requested.set()
 
+    def _beat(self) -> None:
+        engine = self.engine
+        stats = getattr(engine, "response_stats", None)  # engines without it: defaults
+        self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
+                                    engine.connections, _rss_kib(),
+                                    **(stats.heartbeat_fields() if stats else {})))
+
     def _heartbeat(self, stop: threading.Event) -> None:
         """A thread, not a task: a WSGI request served inline holds the loop (see
         engines/wsgi.py), and a long one must not look like a hung worker. The
         counters it reads are plain ints and copies made under the GIL."""
         retired = False
         while not stop.is_set():
-            engine = self.engine
-            stats = getattr(engine, "response_stats", None)  # engines without it: defaults
-            self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
-                                        engine.connections, _rss_kib(),
-                                        **(stats.heartbeat_fields() if stats else {})))
-            limit = self.spec.max_requests
+            self._beat()
+            engine, limit = self.engine, self.spec.max_requests
             if limit and not retired and engine.requests_served >= limit:
                 retired = True
                 self.channel.send(Retire(f"served --max-requests {limit}"))

@@ -58,9 +58,11 @@ def test_response_stats_and_heartbeat_round_trip() -> None:
 def test_counters_never_go_down_when_a_worker_exits() -> None:
     beat = Heartbeat(2, 1, 1, 10, {"2xx": 2}, (1, 1, *[0] * len(BUCKETS)), 0.02)
     book = MetricsBook()
-    before = render(book, [("ready", beat)])
-    book.worker_gone(beat, restart_cause(ExitCause.CRASHED))
+    before = render(book, [("ready", 3, beat)])
+    book.worker_gone(beat, restart_cause(ExitCause.CRASHED), 3)
     after = render(book, [])
+    per_generation = 'unbroken_generation_http_requests_total{generation="3",class="2xx"} 2'
+    assert per_generation in before and per_generation in after
     line = 'unbroken_http_requests_total{class="2xx"} 2'
     assert line in before and line in after
     assert 'unbroken_worker_restarts_total{cause="crashed"} 1' in after
