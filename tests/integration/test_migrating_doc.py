@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -171,3 +172,32 @@ def _all_new(old_pid: object) -> bool:
             return False
         pids.append(answer["pid"])
     return old_pid not in pids
+
+
+def _unbroken(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unbroken", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_gunicorn_k_prints_its_note_once_and_a_bad_file_is_one_line_exit_2(
+        tmp_path: Path) -> None:
+    shutil.copy(EXAMPLE / "app.py", tmp_path / "app.py")
+    checked = _unbroken("check", "-k", "sync", "app:app", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.splitlines() == [
+        "unbroken: note: -k sync is served by unbroken's wsgi engine (like gunicorn's sync "
+        "worker with --threads 1, but keep-alive works; --threads N runs N requests at once)"]
+    (tmp_path / "uwsgi.ini").write_text("[uwsgi]\nmodule = app:app\nsocket = :3031\n")
+    refused = _unbroken("check", "--ini", "uwsgi.ini", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "unbroken: uWSGI ini file uwsgi.ini: line 3: socket: speaks the uwsgi protocol; "
+        "unbroken speaks HTTP: use http-socket, and proxy_pass instead of uwsgi_pass in nginx"]
+    (tmp_path / "gunicorn.conf.py").write_text("wsgi_app = 'app:app'\n\n"
+                                               "def post_fork(server, worker):\n    pass\n")
+    hooked = _unbroken("check", "-c", "gunicorn.conf.py", cwd=tmp_path)
+    assert hooked.returncode == 2
+    assert hooked.stderr.splitlines() == [
+        "unbroken: gunicorn config file gunicorn.conf.py: line 3: post_fork: hook post_fork is "
+        "recognised but not yet supported (unbroken will call it in the worker); remove it "
+        "for now, see issue 16"]
