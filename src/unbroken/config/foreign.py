@@ -84,20 +84,19 @@ class Collector:
         values: dict[str, Any] = {}
         for name, sources in self._sources.items():
             declaration = known[name]
-            if declaration.repeatable:
-                raws: list[str] = []
+            items: list[tuple[_Source, str]] = []
+            if declaration.repeatable:  # every option's items, in the file's order
                 for source in sources:
-                    raws.extend(source.raw if isinstance(source.raw, tuple) else (source.raw,))
-                items = [(sources[0], raw) for raw in raws]
+                    parts = source.raw if isinstance(source.raw, tuple) else (source.raw,)
+                    items.extend((source, part) for part in parts)
+            elif len({source.raw for source in sources}) > 1:
+                first, other = sources[0], sources[-1]
+                self.refuse(other.option, other.line,
+                            f"sets {name} as {self.where(first.option, first.line)} does, "
+                            f"to another value; unbroken has one {name}: keep one")
+                continue
             else:
-                distinct = {source.raw for source in sources}
-                if len(distinct) > 1:
-                    first, other = sources[0], sources[-1]
-                    self.refuse(other.option, other.line,
-                                f"sets {name} as {self.where(first.option, first.line)} "
-                                f"does, to another value; unbroken has one {name}: keep one")
-                    continue
-                items = [(sources[0], sources[0].raw)]  # type: ignore[list-item]
+                items.append((sources[0], str(sources[0].raw)))
             parsed = []
             for source, raw in items:
                 try:
