@@ -74,9 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration and import the app in a throwaway process")
     for command in (serve, check):
         _add_settings(command)
-        command.add_argument("-c", "--config", metavar="FILE",
-                             help="settings file (default: ./unbroken.toml, else "
-                             "[tool.unbroken] in ./pyproject.toml); read again at every reload")
+        files = command.add_mutually_exclusive_group()
+        files.add_argument("-c", "--config", metavar="FILE",
+                           help="settings file (default: ./unbroken.toml, else "
+                           "[tool.unbroken] in ./pyproject.toml); a *.py file is read as "
+                           "gunicorn's, a *.ini as uWSGI's (docs/migrating.md); read again "
+                           "at every reload")
+        files.add_argument("--ini", metavar="FILE",
+                           help="a uWSGI ini file ([uwsgi] section), as -c FILE.ini")
     reload = commands.add_parser("reload", help="roll in the code on disk; wait for the verdict")
     status = commands.add_parser("status", help="show the generation and every worker")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -110,14 +115,17 @@ def _config_source(arguments: argparse.Namespace) -> ConfigSource:
     values = {field.name: getattr(arguments, field.name) for field, _ in declarations()}
     if values["bind"] is not None:
         values["bind"] = tuple(values["bind"])
-    return ConfigSource.locate(values, arguments.config)
+    return ConfigSource.locate(values, arguments.config, arguments.ini)
 
 
 def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource]:
     source = _config_source(arguments)
-    config = source.load()
+    loaded = source.load_all(notes=True)
+    config = loaded.config
     for address in config.bind:
         parse_address(address)
+    for note in loaded.notes:  # once, at start: a reload reads the file without them
+        print(f"unbroken: note: {note}", file=sys.stderr)
     return config, source
 
 

@@ -1,4 +1,6 @@
-"""Configuration files: `unbroken.toml`, or `[tool.unbroken]` in `pyproject.toml`.
+"""Configuration files: `unbroken.toml`, or `[tool.unbroken]` in `pyproject.toml`; and
+the files people bring: `gunicorn.conf.py` (any `*.py`, config/gunicorn.py) and
+`uwsgi.ini` (any `*.ini`, or `--ini`; config/uwsgi.py), told apart by their extension.
 
 Keys are the setting names (`workers`, `graceful_timeout`; dashes work too), values
 are TOML values. Every value goes through the same parser as its flag, and every
@@ -12,11 +14,37 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from unbroken.config.foreign import FileSettings
 from unbroken.config.load import ConfigError
 from unbroken.config.parse import switch
 from unbroken.config.settings import declarations
 
 FILE_NAME = "unbroken.toml"
+
+TOML, GUNICORN, UWSGI = "toml", "gunicorn", "uwsgi"
+
+
+def kind_of(path: Path, ini: bool = False) -> str:
+    """Which reader a file needs: by `--ini`, else by its extension."""
+    if ini or path.suffix == ".ini":
+        return UWSGI
+    if path.suffix == ".py":
+        return GUNICORN
+    return TOML
+
+
+def read_settings(path: Path, kind: str | None = None) -> FileSettings:
+    """What a file of any kind gives: values, notes to print at start, hooks."""
+    kind = kind or kind_of(path)
+    if kind == GUNICORN:
+        from unbroken.config import gunicorn
+
+        return gunicorn.read(path)
+    if kind == UWSGI:
+        from unbroken.config import uwsgi
+
+        return uwsgi.read(path)
+    return FileSettings(from_file(path))
 
 
 def find_config_file(explicit: str | None, directory: str | Path = ".") -> Path | None:

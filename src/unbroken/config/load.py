@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from unbroken.config.settings import Config, declarations
+from unbroken.config.worker_classes import resolve as resolve_worker_class
 from unbroken.errors import UsageError
 
 ENV_PREFIX = "UNBROKEN_"
@@ -61,8 +62,12 @@ def platform_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None,
-                file_values: Mapping[str, Any] | None = None) -> Config:
-    """Merge file, environment and CLI values (already parsed) into a checked `Config`."""
+                file_values: Mapping[str, Any] | None = None,
+                notes: list[str] | None = None) -> Config:
+    """Merge file, environment and CLI values (already parsed) into a checked `Config`.
+
+    `notes` collects the lines worth printing once at start (a gunicorn `-k` alias and
+    the engine that serves it); a reload passes none."""
     environ = os.environ if environ is None else environ
     values = platform_defaults(environ)
     values.update(file_values or {})
@@ -72,6 +77,10 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    if "worker_class" in values:
+        values["worker_class"], note = resolve_worker_class(values["worker_class"])
+        if note and notes is not None:
+            notes.append(note)
     return check(Config(**values))
 
 

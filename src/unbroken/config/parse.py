@@ -47,11 +47,16 @@ def log_level(text: str) -> str:
 
 def worker_class(text: str) -> str:
     # Imported here so that `config` stays free of engine imports at module load.
+    from unbroken.config.worker_classes import ALIASES, normalise, refusal
     from unbroken.engines import ENGINES
 
-    if text not in ENGINES and text != "auto":
-        raise ValueError(f"unknown worker class (known: auto, {', '.join(sorted(ENGINES))})")
-    return text
+    refused = refusal(text)
+    if refused:
+        raise ValueError(refused)
+    if text not in ENGINES and text != "auto" and normalise(text) not in ALIASES:
+        raise ValueError(f"unknown worker class (known: auto, {', '.join(sorted(ENGINES))}; "
+                         "and gunicorn's sync, gthread, uvicorn.workers.UvicornWorker)")
+    return text  # an alias stays as given until load_config, which notes it
 
 
 def signal_name(text: str) -> str:

@@ -81,7 +81,9 @@ class Config:
     worker_class: str = setting(
         "auto", "-k", "--worker-class", parse=worker_class,
         help="Engine that serves the app: wsgi, asgi or gevent; auto picks wsgi or asgi "
-        "from the app object, and a -k that does not fit the app is refused at boot."
+        "from the app object, and a -k that does not fit the app is refused at boot. "
+        "gunicorn's sync, gthread and uvicorn.workers.UvicornWorker are taken too, with a "
+        "note (docs/migrating.md)."
     )
     health_path: str | None = setting(
         None, "--health-path", metavar="PATH",

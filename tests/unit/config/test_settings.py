@@ -37,4 +37,6 @@ def test_bad_environment_value_names_the_variable() -> None:
 
 def test_unknown_worker_class_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown worker class"):
+        load_config({}, {"UNBROKEN_WORKER_CLASS": "twisted"})
+    with pytest.raises(ConfigError, match="tornado workers are not supported"):
         load_config({}, {"UNBROKEN_WORKER_CLASS": "tornado"})
