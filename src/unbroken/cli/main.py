@@ -19,6 +19,7 @@ from unbroken.cli.deploy import run as deploy
 from unbroken.cli.drill import add_parser as add_drill_parser
 from unbroken.cli.drill import drill
 from unbroken.config import Config
+from unbroken.config.hooks import Hooks
 from unbroken.config.settings import declarations
 from unbroken.config.source import ConfigSource
 from unbroken.control.client import call
@@ -118,7 +119,7 @@ def _config_source(arguments: argparse.Namespace) -> ConfigSource:
     return ConfigSource.locate(values, arguments.config, arguments.ini)
 
 
-def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource]:
+def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource, Hooks]:
     source = _config_source(arguments)
     loaded = source.load_all(notes=True)
     config = loaded.config
@@ -126,7 +127,7 @@ def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource]:
         parse_address(address)
     for note in loaded.notes:  # once, at start: a reload reads the file without them
         print(f"unbroken: note: {note}", file=sys.stderr)
-    return config, source
+    return config, source, loaded.hooks
 
 
 def serve(arguments: argparse.Namespace) -> int:
@@ -134,10 +135,10 @@ def serve(arguments: argparse.Namespace) -> int:
     from unbroken.logs import configure_logging
     from unbroken.master.arbiter import Master, StartupFailed
 
-    config, source = _serve_config(arguments)
+    config, source, hooks = _serve_config(arguments)
     configure_logging(config.log_level)
     try:
-        return Master(config, source).run()
+        return Master(config, source, hooks).run()
     except StartupFailed as failure:
         print(f"unbroken: startup failed: {failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -149,7 +150,7 @@ def check(arguments: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    config, _ = _serve_config(arguments)
+    config, _, hooks = _serve_config(arguments)
     if config.cmd:
         print(f"unbroken: ok: configuration valid (--cmd {config.cmd!r}: nothing to import)")
         return EXIT_OK
@@ -164,7 +165,7 @@ def check(arguments: argparse.Namespace) -> int:
 
     # The same record a real worker gets: the app boots with the real settings (TLS
     # files, limits, threads), not the engine's defaults.
-    environment = {**os.environ, ENV_KEY: spec_for(config).to_env()}
+    environment = {**os.environ, ENV_KEY: spec_for(config, hooks=hooks).to_env()}
     try:
         finished = subprocess.run([python, "-m", "unbroken.worker.check"], cwd=directory,
                                   env=environment, timeout=config.boot_timeout)

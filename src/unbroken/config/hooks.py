@@ -14,6 +14,7 @@ workers see the file's module-level names after their fork.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -76,8 +77,33 @@ NEVER: dict[str, str] = {
     "dirty_worker_exit": "unbroken has no dirty arbiter",
 }
 
-# The hooks the master and the worker call. Empty until the calls are wired (issue 16).
-WIRED: frozenset[str] = frozenset()
+# The hooks the master and the worker call (master/hooks.py, worker/hooks.py).
+WIRED: frozenset[str] = frozenset({
+    "on_starting", "when_ready", "on_reload", "pre_fork", "child_exit", "nworkers_changed",
+    "on_exit", "post_fork", "post_worker_init", "worker_int", "worker_exit",
+})
+
+
+@dataclass
+class ServerStandIn:
+    """What a hook gets as `server` (gunicorn passes its Arbiter): the parts hooks use.
+    `cfg` is unbroken's configuration; the common names are gunicorn's (`workers`,
+    `bind`, `timeout`, `graceful_timeout`, `threads`...)."""
+
+    pid: int
+    cfg: Any
+    log: logging.Logger
+    num_workers: int
+
+
+@dataclass
+class WorkerStandIn:
+    """What a hook gets as `worker`: `age` is gunicorn's spawn counter (our worker id)."""
+
+    pid: int
+    age: int
+    generation: int
+    log: logging.Logger
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unbroken.config import Config
+from unbroken.config.hooks import Hooks
 from unbroken.config.source import ConfigSource
 from unbroken.control.paths import default_control_path
 from unbroken.control.protocol import Reply, Request, progress, result
@@ -34,6 +35,7 @@ from unbroken.control.server import ControlConnection, ControlServer
 from unbroken.errors import ServiceError
 from unbroken.master import events, policy
 from unbroken.master.fifo import MasterFifo
+from unbroken.master.hooks import MasterHooks
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.orphans import reap_orphans
 from unbroken.master.output import OutputTap
@@ -79,9 +81,11 @@ class StartupFailed(ServiceError, RuntimeError):
 
 
 class Master:
-    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
+    def __init__(self, config: Config, source: ConfigSource | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.config = config
         self.source = source
+        self.hooks = MasterHooks(hooks or Hooks(), config)
         self.pid = os.getpid()
         self.selector = selectors.DefaultSelector()
         self.signals = SignalQueue(self.selector)
@@ -101,7 +105,7 @@ class Master:
             ready_bind=config.ready_bind, metrics_bind=config.metrics_bind,
             queues=self._listen_queues)
         self.pool = WorkerHub(config, self.selector, self.sockets, self.observatory,
-                              self._handle, lambda: self.service)
+                              self._handle, lambda: self.service, self.hooks)
 
     def _listen_queues(self) -> list[tuple[str, int, int]]:
         depths = ((describe_listener(s), listen_queue(s)) for s in self.sockets.current)
@@ -111,12 +115,15 @@ class Master:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        self.hooks.starting()
         with contextlib.ExitStack() as opened:
             self._open(opened)
+            self.hooks.ready()
             self._handle(events.MasterStarted())
             while self.service.phase is not policy.Phase.STOPPING or self.pool.workers:
                 self._tick()
         log.info("unbroken master %d exited", self.pid)
+        self.hooks.exiting()
         if self.service.startup_failure is not None:
             raise StartupFailed(*self.service.startup_failure)
         return 0
@@ -180,8 +187,11 @@ class Master:
         answers with an event, decided after the actions before it are done."""
         pending: deque[events.Event] = deque([event])
         while pending:
+            wanted = self.service.desired
             self.service, actions = policy.decide(self.service, pending.popleft(),
                                                   time.monotonic())
+            if self.service.desired != wanted:  # before the answer: the hook has run
+                self.hooks.workers_changed(self.service.desired, wanted)
             for action in actions:
                 follow = self._do(action)
                 if follow is not None:
@@ -231,15 +241,18 @@ class Master:
 
     def _reread(self) -> events.Event:
         """Apply the configuration as it is now (the policy refuses on a problem)."""
-        new, problem = reread(self.source, self.config, self.sockets)
+        new, hooks, problem = reread(self.source, self.config, self.hooks.hooks, self.sockets)
         if new is None:
             return events.ConfigReread(problem)
         self.config = new
+        self.hooks.update(hooks, new, self.service.desired)
         self.touch = self.touch.renamed(new.reload_on_touch)
         self.pool.configure(new)
         return events.ConfigReread(None, new.workers, _timings(new))
 
     def _start_generation(self, action: events.StartGeneration) -> events.Event | None:
+        if action.number > 1:
+            self.hooks.reloading()
         generation = self.pool.new_generation(action.number, self.config, self.sockets.current)
         log.info("generation %d: starting %d worker(s) from %s", action.number, action.workers,
                  generation.directory)
@@ -301,6 +314,7 @@ class Master:
 
     def _spawn(self, number: int) -> None:
         generation = self.pool.generations[number]
+        self.hooks.forking(self.pool.next_id(peek=True), number)
         try:
             output = OutputTap(self.selector)
             if self.pool.command is not None:
@@ -309,8 +323,8 @@ class Master:
                                        time.monotonic(), output)
             else:
                 worker = spawn(self.pool.next_id(), generation, list(generation.listeners),
-                               spec_for(self.config, self._max_requests()), time.monotonic(),
-                               output)
+                               spec_for(self.config, self._max_requests(), self.hooks.hooks),
+                               time.monotonic(), output)
         except OSError as error:
             self._handle(events.SpawnFailed(number, f"cannot start a worker in "
                                             f"{generation.directory}: {error.strerror or error}"))

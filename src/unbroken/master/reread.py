@@ -12,6 +12,7 @@ import dataclasses
 import logging
 
 from unbroken.config import Config, ConfigError
+from unbroken.config.hooks import Hooks
 from unbroken.config.source import ConfigSource
 from unbroken.master.listeners import ListenerSet
 from unbroken.sockets import AddressError
@@ -23,15 +24,17 @@ RESTART_ONLY = ("control", "name", "pid", "master_fifo", "cmd", "app", "chdir",
                 "ready_bind", "metrics_bind")
 
 
-def reread(source: ConfigSource | None, config: Config,
-           sockets: ListenerSet) -> tuple[Config | None, str]:
-    """The configuration to reload with, or None and the reason it cannot be applied."""
+def reread(source: ConfigSource | None, config: Config, hooks: Hooks,
+           sockets: ListenerSet) -> tuple[Config | None, Hooks, str]:
+    """The configuration (and a gunicorn file's hooks) to reload with, or None and the
+    reason it cannot be applied."""
     if source is None:
-        return config, ""
+        return config, hooks, ""
     try:
-        new = source.load()
+        loaded = source.load_all()
     except ConfigError as error:
-        return None, f"configuration not valid, nothing changed: {error}"
+        return None, hooks, f"configuration not valid, nothing changed: {error}"
+    new = loaded.config
     fixed = {name: getattr(config, name) for name in RESTART_ONLY}
     changed = [name for name, value in fixed.items() if getattr(new, name) != value]
     if changed:
@@ -42,5 +45,5 @@ def reread(source: ConfigSource | None, config: Config,
         sockets.current = sockets.prepare(new.bind)
         sockets.give_to(new.user, new.group)
     except AddressError as error:
-        return None, f"nothing changed: {error}"
-    return new, ""
+        return None, hooks, f"nothing changed: {error}"
+    return new, loaded.hooks, ""

@@ -23,6 +23,7 @@ from unbroken.config import Config
 from unbroken.control.paths import default_control_path
 from unbroken.master import events, policy
 from unbroken.master.channels import JSONLineChannel
+from unbroken.master.hooks import MasterHooks
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.pool import Command, Generation, Worker, resolve_python
 from unbroken.master.probe import HTTPProbe
@@ -47,8 +48,9 @@ Handle = Callable[[events.Event], None]
 class WorkerHub:
     def __init__(self, config: Config, selector: selectors.BaseSelector,
                  sockets: ListenerSet, observatory: Observatory, handle: Handle,
-                 service: Callable[[], policy.Service]) -> None:
+                 service: Callable[[], policy.Service], hooks: MasterHooks) -> None:
         self.config = config
+        self.hooks = hooks
         self.service = service  # the policy's state as it is now
         self.selector = selector
         self.sockets = sockets
@@ -99,8 +101,10 @@ class WorkerHub:
 
     # -- workers ----------------------------------------------------------------------
 
-    def next_id(self) -> int:
-        number, self._next_id = self._next_id, self._next_id + 1
+    def next_id(self, peek: bool = False) -> int:
+        number = self._next_id
+        if not peek:
+            self._next_id += 1
         return number
 
     def add(self, worker: Worker) -> None:
@@ -231,6 +235,7 @@ class WorkerHub:
             cause = classify_exit(worker.state, stopping, worker.kill_why, worker.killed_in)
             self.observatory.worker_exited(worker.stats, restart_cause(cause), worker.generation)
             self._account_cut(worker, self.service())
+            self.hooks.child_exited(worker.pid, worker.id, worker.generation)
             self.handle(_exited(worker, cause))
             self.release_sockets()
 

@@ -45,6 +45,7 @@ from unbroken.messages import (
     encode,
 )
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
+from unbroken.worker.hooks import WorkerHooks
 from unbroken.worker.loader import AppNotFound, load_app
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -206,6 +207,18 @@ def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
     _exit_now(code)
 
 
+def _hooks(spec: WorkerSpec, channel: Channel) -> WorkerHooks | None:
+    """The configuration file's worker hooks, and `post_fork`: before the app import."""
+    if not spec.hooks:
+        return None
+    try:
+        hooks = WorkerHooks(spec.hooks, spec.worker, spec.generation, spec.master_pid, spec)
+        hooks.forked()
+    except BaseException as error:
+        _fail(channel, f"gunicorn hooks failed: {error!r}", WorkerExit.APP_LOAD_ERROR)
+    return hooks
+
+
 def _load(spec: WorkerSpec, channel: Channel) -> Any:
     try:
         return load_app(spec.app)
@@ -230,8 +243,9 @@ class WorkerRuntime:
     """Drives one engine: signals, heartbeats, the lifeline to the master, drain."""
 
     def __init__(self, spec: WorkerSpec, channel: Channel, engine: Any,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, hooks: WorkerHooks | None = None) -> None:
         self.spec = spec
+        self.hooks = hooks
         self.channel = channel
         self.engine = engine
         self.loop = loop
@@ -252,6 +266,12 @@ class WorkerRuntime:
                 await self.engine.probe(self.spec.health_path)
             except BaseException as error:
                 _fail(self.channel, f"health probe failed: {error}", WorkerExit.PROBE_FAILED)
+        if self.hooks is not None:
+            try:
+                self.hooks.initialised()
+            except BaseException as error:
+                _fail(self.channel, f"hook post_worker_init raised {error!r}",
+                      WorkerExit.APP_LOAD_ERROR)
 
     async def run(self, started: float) -> None:
         await self.boot()
@@ -272,6 +292,8 @@ class WorkerRuntime:
         self.deadline.finished()
         self._report_cut(getattr(self.engine, "cut_requests", []))
         self._beat()  # last words: what it served since the last heartbeat
+        if self.hooks is not None:
+            self.hooks.exiting()
 
     def _hand_over(self, fds: list[int]) -> bool:
         """(the loop, at the drain deadline) Give the master the connections that are
@@ -361,10 +383,15 @@ class WorkerRuntime:
         if report is not None and self.exit_code is not WorkerExit.ORPHANED:
             self.channel.send(report)
 
+    def _quit(self) -> None:
+        if self.hooks is not None:
+            self.hooks.interrupted()
+        _exit_now(WorkerExit.OK)
+
     def _install_signals(self) -> None:
         self.loop.add_signal_handler(signal.SIGTERM, self._drain, self.spec.graceful_timeout)
         for quick in (signal.SIGINT, signal.SIGQUIT):
-            self.loop.add_signal_handler(quick, _exit_now, WorkerExit.OK)
+            self.loop.add_signal_handler(quick, self._quit)
         self.loop.add_signal_handler(signal.SIGUSR1, self.engine.reopen_logs)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
@@ -413,6 +440,7 @@ def main() -> NoReturn:
     _die_with_master(spec.master_pid)
     configure_logging(spec.log_level)
     channel = Channel(spec.channel)
+    hooks = _hooks(spec, channel)
     app = _load(spec, channel)
     try:
         worker_class = choose_engine(spec.worker_class, app, spec.app)
@@ -425,7 +453,7 @@ def main() -> NoReturn:
     try:
         engine_class = load_engine(worker_class)
         engine = engine_class(app, spec.engine, loop)
-        runtime = WorkerRuntime(spec, channel, engine, loop)
+        runtime = WorkerRuntime(spec, channel, engine, loop, hooks)
         # Serving now: the master's death is noticed through the channel instead.
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
         loop.run_until_complete(runtime.run(started))

@@ -21,6 +21,7 @@ from unbroken.engines import EngineSettings
 
 if TYPE_CHECKING:
     from unbroken.config import Config
+    from unbroken.config.hooks import Hooks
 
 ENV_KEY = "UNBROKEN_WORKER"
 
@@ -60,6 +61,9 @@ class WorkerSpec:
     log_level: str = "info"
     engine: EngineSettings = field(default_factory=EngineSettings)
     master_pid: int = 0  # the worker's parent; another parent means the master died
+    # gunicorn hooks the worker calls: (name, file, line, import path or None); the
+    # worker runs the file again to get them (worker/hooks.py).
+    hooks: tuple[tuple[str, str, int, str | None], ...] = ()
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -69,10 +73,12 @@ class WorkerSpec:
         data = json.loads(text)
         data["listeners"] = tuple(data["listeners"])
         data["engine"] = EngineSettings(**data["engine"])
+        data["hooks"] = tuple(tuple(hook) for hook in data.get("hooks", ()))
         return cls(**data)
 
 
-def spec_for(config: Config, max_requests: int | None = None) -> WorkerSpec:
+def spec_for(config: Config, max_requests: int | None = None,
+             hooks: Hooks | None = None) -> WorkerSpec:
     """The record for a worker of `config` (worker, generation, listeners and channel
     are filled in at spawn). `max_requests` is the master's, jitter included."""
     assert config.app is not None, "serve checks that APP or --cmd is given"
@@ -82,7 +88,9 @@ def spec_for(config: Config, max_requests: int | None = None) -> WorkerSpec:
         graceful_timeout=config.graceful_timeout,
         heartbeat_interval=min(1.0, config.timeout / 4),
         max_requests=config.max_requests if max_requests is None else max_requests,
-        log_level=config.log_level, engine=engine_settings(config))
+        log_level=config.log_level, engine=engine_settings(config),
+        hooks=tuple((hook.name, hook.file, hook.line, hook.import_path)
+                    for hook in (hooks.running_in("worker") if hooks else ())))
 
 
 def engine_settings(config: Config) -> EngineSettings:

@@ -247,7 +247,7 @@ GUNICORN_HOOKS = ["on_starting", "on_reload", "when_ready", "pre_fork", "post_fo
                   "ssl_context"]
 
 
-@pytest.mark.parametrize("name", GUNICORN_HOOKS)
+@pytest.mark.parametrize("name", sorted(set(GUNICORN_HOOKS) - hooks.WIRED))
 def test_a_hook_not_wired_yet_is_refused_naming_its_process(name: str) -> None:
     assert name in hooks.KNOWN and name not in hooks.WIRED
     message = problem({name: lambda *args: None})
@@ -259,6 +259,16 @@ def test_a_hook_not_wired_yet_is_refused_naming_its_process(name: str) -> None:
                                   "dirty_worker_init", "dirty_worker_exit"])
 def test_a_hook_without_an_equivalent_is_refused_for_good(name: str) -> None:
     assert f"hook {name} has no equivalent: " in problem({name: lambda *args: None})
+
+
+@pytest.mark.parametrize("name", sorted(hooks.WIRED))
+def test_a_wired_hook_is_accepted(name: str) -> None:
+    arguments = ", ".join(hooks.KNOWN[name].arguments)
+    namespace: dict[str, object] = {}
+    exec(f"def hook({arguments}):\n    pass\n", namespace)
+    settings = from_namespace({name: namespace["hook"]}, "gunicorn.conf.py", {name: 7})
+    hook = settings.hooks.get(name)
+    assert hook is not None and hook.runs_in == hooks.KNOWN[name].runs_in and hook.line == 7
 
 
 def test_where_each_hook_runs() -> None:
