@@ -109,3 +109,25 @@ def test_reload_adds_and_removes_binds(releases: Path, tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_check_serves_one_real_request_and_fails_on_a_server_error(tmp_path: Path) -> None:
+    """Issue 16, item 2: `check` answered ok for apps that answer 500 to everything (a
+    FastAPI app under the WSGI engine did). Now it serves `GET /` over a socket, through
+    the engine that will serve, and fails on a 5xx; a 404 at `/` is an app's right."""
+    (tmp_path / "apps.py").write_text(
+        "def broken(environ, start_response):\n"
+        "    start_response('500 Internal Server Error', [('Content-Length', '0')])\n"
+        "    return [b'']\n\n"
+        "def no_root(environ, start_response):\n"
+        "    start_response('404 Not Found', [('Content-Length', '0')])\n"
+        "    return [b'']\n")
+    broken = check("apps:broken", cwd=tmp_path)
+    assert broken.returncode == 1
+    assert broken.stderr.splitlines() == [
+        "unbroken: check failed: GET / over a socket answered 500, wanted an answer that is "
+        "not 5xx"]
+    fine = check("apps:no_root", cwd=tmp_path)
+    assert fine.returncode == 0, fine.stderr
+    assert fine.stdout.strip() == ("unbroken: ok: apps:no_root imported, startup ran, "
+                                   "GET / over a socket answered 404")

@@ -3,12 +3,20 @@
 What a deploy script runs before a reload: the same steps a new worker takes before
 it says Ready, in a process of its own (started in the release directory), with the
 record a real worker gets (worker/spec.py), so a broken release, or a certificate it
-cannot load, is found without touching the service. Exit 0 when all passed.
+cannot load, is found without touching the service. Then it serves one real request,
+over a private socket on 127.0.0.1, through the engine that will serve: `GET` of the
+health path (2xx wanted) or of `/` (anything but a 5xx: a 404 or a redirect at `/` is
+an app's right, a 500 is what a FastAPI app under the WSGI engine answers to everything).
+Exit 0 when all passed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import os
+import socket
+import ssl
 import sys
 import time
 
@@ -20,15 +28,51 @@ from unbroken.worker.main import new_loop, user_traceback
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 
-async def _boot(engine: object, health_path: str | None) -> list[str]:
+class CheckFailed(Exception):
+    pass
+
+
+async def _boot(engine: object, health_path: str | None, scheme: str) -> list[str]:
     steps = []
     await engine.startup()  # type: ignore[attr-defined]
     steps.append("startup ran")
     if health_path:
         await engine.probe(health_path)  # type: ignore[attr-defined]
-        steps.append(f"GET {health_path} answered 2xx")
-    await engine.drain(time.monotonic() + 5)  # type: ignore[attr-defined]  # lifespan shutdown
+        steps.append(f"GET {health_path} answered 2xx in-process")
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        await engine.start([listener])  # type: ignore[attr-defined]
+        path = health_path or "/"
+        port = listener.getsockname()[1]
+        status = await asyncio.get_running_loop().run_in_executor(
+            None, _get, port, path, scheme)
+        if status >= 500 or (health_path and not 200 <= status < 300):
+            wanted = "2xx" if health_path else "an answer that is not 5xx"
+            raise CheckFailed(f"GET {path} over a socket answered {status}, wanted {wanted}")
+        steps.append(f"GET {path} over a socket answered {status}")
+    finally:
+        await engine.drain(time.monotonic() + 5)  # type: ignore[attr-defined]  # lifespan too
+        listener.close()
     return steps
+
+
+def _get(port: int, path: str, scheme: str) -> int:
+    """One request, as a client would send it; the status code."""
+    connection: http.client.HTTPConnection
+    if scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                                 context=context)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"User-Agent": "unbroken-check"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
 
 
 def main() -> int:
@@ -38,8 +82,9 @@ def main() -> int:
         worker_class = choose_engine(spec.worker_class, app, spec.app)
         loop = new_loop(worker_class)
         engine = load_engine(worker_class)(app, spec.engine, loop)
-        steps = loop.run_until_complete(_boot(engine, spec.health_path))
-    except (AppNotFound, EngineMismatch) as error:
+        steps = loop.run_until_complete(_boot(engine, spec.health_path,
+                                              spec.engine.url_scheme))
+    except (AppNotFound, EngineMismatch, CheckFailed) as error:
         print(f"unbroken: check failed: {error}", file=sys.stderr)
         return 1
     except TLSError as error:
