@@ -1,4 +1,6 @@
-"""Messages between a worker and its master: frozen dataclasses, one JSON line each.
+"""The master-worker contract on the wire: messages, exit codes, and both channel ends.
+
+Messages are frozen dataclasses, one JSON line each.
 
 The channel is a socketpair created per worker. Besides carrying messages it is
 the worker's lifeline: when the master dies, the worker reads EOF and exits, so
@@ -9,14 +11,30 @@ in what it logs and replies (master/pool.py `describe_exit`). The master writes 
 the same channel to park and resume a worker during a reload's stability window,
 to drain it, and to hand it connections a draining sibling could not finish
 (`MasterMessage`; descriptors travel as SCM_RIGHTS with the line that counts them).
+
+Both ends of the socketpair are here, so the framing is written once: `MasterEnd`
+(non-blocking, read from the master's select loop) and `WorkerEnd` (blocking; the
+worker's heartbeat thread and loop both send, and its link thread receives). What the
+worker is told at spawn, before the channel exists, is worker/spec.py's `WorkerSpec`.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
+
+log = logging.getLogger("unbroken.messages")
+
+MAX_FDS_PER_LINE = 64  # descriptors one line carries (and one read takes)
+MAX_MESSAGE_BUFFER = 1 << 20  # a partial line longer than this is dropped
 
 M = TypeVar("M")
 
@@ -162,3 +180,95 @@ def _decode(line: bytes, types: dict[str, type[M]]) -> M:
         return cls(**payload)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
         raise ValueError(f"bad message: {line[:200]!r}") from error
+
+
+class MasterEnd:
+    """The master's end of a worker's channel: read whenever select says so."""
+
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.inbox = b""
+        # Descriptors received (SCM_RIGHTS) and not yet claimed by a `HandOver` line;
+        # they arrive with the line's first byte, so before the line is whole.
+        self.fds: deque[int] = deque()
+
+    def read(self) -> list[WorkerMessage] | None:
+        """Messages received so far; None when the worker closed its end."""
+        try:
+            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS_PER_LINE)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data, fds = b"", []
+        self.fds.extend(fds)
+        if not data:
+            return None
+        self.inbox += data
+        *lines, self.inbox = self.inbox.split(b"\n")
+        if len(self.inbox) > MAX_MESSAGE_BUFFER:
+            log.error("worker %d sent an over-long message; ignoring it", self.pid)
+            self.inbox = b""
+        messages = []
+        for line in lines:
+            try:
+                messages.append(decode(line))
+            except ValueError as error:
+                log.error("worker %d: %s", self.pid, error)
+        return messages
+
+    def take_fds(self, count: int) -> list[int]:
+        return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
+
+    def send(self, message: MasterMessage, fds: list[int] | None = None) -> bool:
+        """Best effort: False when the worker is gone (it is reaped as such)."""
+        try:
+            sent = socket.send_fds(self.sock, [encode(message)], fds or [])
+        except OSError:
+            return False
+        return sent > 0  # a line this short is written whole or not at all
+
+    def close(self) -> None:
+        self.sock.close()
+        while self.fds:
+            os.close(self.fds.popleft())
+
+
+class WorkerEnd:
+    """The worker's end: `lost` is called (and does not return) when the master is gone."""
+
+    def __init__(self, fd: int, lost: Callable[[], NoReturn]) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.lost = lost
+        # The heartbeat thread and the loop both send: one whole line at a time.
+        self._lock = threading.Lock()
+        self._inbox = b""  # a partial line from the master
+
+    def send(self, message: WorkerMessage, fds: list[int] | None = None) -> None:
+        try:
+            with self._lock:
+                if fds:
+                    socket.send_fds(self.sock, [encode(message)], fds)
+                else:
+                    self.sock.sendall(encode(message))
+        except OSError:
+            self.lost()
+
+    def receive(self) -> tuple[list[MasterMessage], list[int]] | None:
+        """(blocking; the link thread) What the master sent, with any descriptors
+        attached; None when the master is gone."""
+        try:
+            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS_PER_LINE)
+        except OSError:
+            return None
+        if not data:
+            return None
+        *lines, self._inbox = (self._inbox + data).split(b"\n")
+        messages = []
+        for line in lines:
+            try:
+                messages.append(decode_from_master(line))
+            except ValueError as error:
+                log.error("worker %d: %s", os.getpid(), error)
+        return messages, fds

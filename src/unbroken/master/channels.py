@@ -1,7 +1,7 @@
 """How the master hears from a worker: two kinds of channel, one interface.
 
-- `JSONLineChannel`: our own Python workers, over a socketpair (see messages.py).
-  EOF on it means the worker is going away.
+- `MasterEnd` (messages.py, where its other end is too): our own Python workers, over
+  a socketpair. EOF on it means the worker is going away.
 - `NotifyChannel`: any program that speaks systemd's notify protocol (sd_notify):
   a datagram socket whose path the worker gets as NOTIFY_SOCKET. One socket per
   worker, so the sender is known without SCM_CREDENTIALS. `READY=1` becomes
@@ -15,16 +15,13 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from typing import Protocol
 
-from unbroken.messages import Heartbeat, Ready, WorkerMessage, decode
+from unbroken.messages import Heartbeat, Ready, WorkerMessage
 
 log = logging.getLogger("unbroken.master")
 
-MAX_MESSAGE_BUFFER = 1 << 20
 MAX_DATAGRAM = 4096
-MAX_FDS = 64  # descriptors per read; a worker sends at most this many per line
 
 
 class Channel(Protocol):
@@ -35,47 +32,6 @@ class Channel(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class JSONLineChannel:
-    def __init__(self, sock: socket.socket, pid: int) -> None:
-        self.sock = sock
-        self.pid = pid
-        self.inbox = b""
-        # Descriptors received (SCM_RIGHTS) and not yet claimed by a `HandOver` line;
-        # they arrive with the line's first byte, so before the line is whole.
-        self.fds: deque[int] = deque()
-
-    def read(self) -> list[WorkerMessage] | None:
-        try:
-            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS)
-        except BlockingIOError:
-            return []
-        except OSError:
-            data, fds = b"", []
-        self.fds.extend(fds)
-        if not data:
-            return None
-        self.inbox += data
-        *lines, self.inbox = self.inbox.split(b"\n")
-        if len(self.inbox) > MAX_MESSAGE_BUFFER:
-            log.error("worker %d sent an over-long message; ignoring it", self.pid)
-            self.inbox = b""
-        messages = []
-        for line in lines:
-            try:
-                messages.append(decode(line))
-            except ValueError as error:
-                log.error("worker %d: %s", self.pid, error)
-        return messages
-
-    def take_fds(self, count: int) -> list[int]:
-        return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
-
-    def close(self) -> None:
-        self.sock.close()
-        while self.fds:
-            os.close(self.fds.popleft())
 
 
 class NotifyChannel:

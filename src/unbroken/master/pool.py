@@ -20,17 +20,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from unbroken.master.channels import Channel, JSONLineChannel, NotifyChannel
+from unbroken.master.channels import Channel, NotifyChannel
 from unbroken.master.output import OutputTap
 from unbroken.messages import (
     BootFailed,
     Drain,
     Heartbeat,
+    MasterEnd,
     MasterMessage,
     Park,
     Resume,
     WorkerExit,
-    encode,
 )
 from unbroken.rollout.lifecycle import KillReason, WorkerEvent, WorkerState, transition
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
@@ -79,17 +79,13 @@ class Worker:
     @property
     def parkable(self) -> bool:
         """Our own workers can stop accepting and resume; a --cmd program cannot."""
-        return isinstance(self.channel, JSONLineChannel)
+        return isinstance(self.channel, MasterEnd)
 
     def tell(self, message: MasterMessage, fds: list[int] | None = None) -> bool:
         """Best effort: a worker that is gone is reaped and dealt with as such."""
-        if not isinstance(self.channel, JSONLineChannel):
+        if not isinstance(self.channel, MasterEnd):
             return False
-        try:
-            sent = socket.send_fds(self.channel.sock, [encode(message)], fds or [])
-        except OSError:
-            return False
-        return sent > 0  # a line this short is written whole or not at all
+        return self.channel.send(message, fds)
 
     def drain(self, timeout: float) -> None:
         """Ours hear it on the channel, which no busy request can hold up (see
@@ -161,7 +157,7 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     finally:
         theirs.close()
     ours.setblocking(False)
-    return Worker(worker_id, generation.number, process, JSONLineChannel(ours, process.pid),
+    return Worker(worker_id, generation.number, process, MasterEnd(ours, process.pid),
                   spawned_at=now, last_seen=now, output=output)
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from unbroken.config import Config
 from unbroken.control.paths import default_control_path
 from unbroken.master import events, policy
-from unbroken.master.channels import JSONLineChannel
 from unbroken.master.hooks import MasterHooks
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.pool import Command, Generation, Worker, resolve_python
 from unbroken.master.probe import HTTPProbe
-from unbroken.messages import Adopt, BootFailed, Cut, HandOver, Heartbeat, Ready, Retire
+from unbroken.messages import Adopt, BootFailed, Cut, HandOver, Heartbeat, MasterEnd, Ready, Retire
 from unbroken.observability.cuts import CutOwner, cut_owner
 from unbroken.observability.history import ReloadEntry
 from unbroken.observability.hub import Observatory
@@ -201,7 +200,7 @@ class WorkerHub:
         """A draining worker's idle connections, at its deadline: to the serving worker
         with the fewest, which reads whatever their clients sent (still in the kernel).
         With none to take them (a stop), closing our copies closes them."""
-        assert isinstance(worker.channel, JSONLineChannel)
+        assert isinstance(worker.channel, MasterEnd)
         fds = worker.channel.take_fds(count)
         serving = self.service().serving
         takers = [w for w in self.workers.values() if w.state is WorkerState.READY

@@ -29,20 +29,18 @@ from unbroken.engines.detect import EngineMismatch, choose_engine
 from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
+    MAX_FDS_PER_LINE,
     Adopt,
     BootFailed,
     Drain,
     HandOver,
     Heartbeat,
-    MasterMessage,
     Park,
     Ready,
     Resume,
     Retire,
+    WorkerEnd,
     WorkerExit,
-    WorkerMessage,
-    decode_from_master,
-    encode,
 )
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
 from unbroken.worker.hooks import WorkerHooks
@@ -62,46 +60,6 @@ STUCK_GRACE = 0.5
 # this often: the loop is in our own code and claims the deadline itself, or it enters
 # another application call and is stuck there.
 STUCK_POLL = 0.05
-MAX_FDS_PER_MESSAGE = 64
-
-
-class Channel:
-    """The worker's end of its socketpair with the master."""
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(True)
-        # The heartbeat thread and the loop both send: one whole line at a time.
-        self._lock = threading.Lock()
-        self._inbox = b""  # a partial line from the master
-
-    def send(self, message: WorkerMessage, fds: list[int] | None = None) -> None:
-        try:
-            with self._lock:
-                if fds:
-                    socket.send_fds(self.sock, [encode(message)], fds)
-                else:
-                    self.sock.sendall(encode(message))
-        except OSError:
-            _exit_now(WorkerExit.ORPHANED)
-
-    def receive(self) -> tuple[list[MasterMessage], list[int]] | None:
-        """(blocking; the link thread) What the master sent, with any descriptors
-        attached; None when the master is gone."""
-        try:
-            data, fds, _flags, _address = socket.recv_fds(self.sock, 65536, MAX_FDS_PER_MESSAGE)
-        except OSError:
-            return None
-        if not data:
-            return None
-        *lines, self._inbox = (self._inbox + data).split(b"\n")
-        messages = []
-        for line in lines:
-            try:
-                messages.append(decode_from_master(line))
-            except ValueError as error:
-                log.error("worker %d: %s", os.getpid(), error)
-        return messages, fds
 
 
 class InlineCalls(Protocol):
@@ -198,7 +156,7 @@ def user_traceback(error: BaseException) -> str:
     return "".join(summary.format())
 
 
-def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
+def _fail(channel: WorkerEnd, reason: str, code: WorkerExit) -> NoReturn:
     """Report a boot failure; the master logs the traceback, the worker one line."""
     error = sys.exc_info()[1]
     details = user_traceback(error) if error is not None else ""
@@ -207,7 +165,7 @@ def _fail(channel: Channel, reason: str, code: WorkerExit) -> NoReturn:
     _exit_now(code)
 
 
-def _hooks(spec: WorkerSpec, channel: Channel) -> WorkerHooks | None:
+def _hooks(spec: WorkerSpec, channel: WorkerEnd) -> WorkerHooks | None:
     """The configuration file's worker hooks, and `post_fork`: before the app import."""
     if not spec.hooks:
         return None
@@ -219,7 +177,7 @@ def _hooks(spec: WorkerSpec, channel: Channel) -> WorkerHooks | None:
     return hooks
 
 
-def _load(spec: WorkerSpec, channel: Channel) -> Any:
+def _load(spec: WorkerSpec, channel: WorkerEnd) -> Any:
     try:
         return load_app(spec.app)
     except AppNotFound as error:
@@ -242,7 +200,7 @@ def _rss_kib() -> int:
 class WorkerRuntime:
     """Drives one engine: signals, heartbeats, the lifeline to the master, drain."""
 
-    def __init__(self, spec: WorkerSpec, channel: Channel, engine: Any,
+    def __init__(self, spec: WorkerSpec, channel: WorkerEnd, engine: Any,
                  loop: asyncio.AbstractEventLoop, hooks: WorkerHooks | None = None) -> None:
         self.spec = spec
         self.hooks = hooks
@@ -307,8 +265,8 @@ class WorkerRuntime:
             return False
         log.info("worker %d: handing %d idle connection(s) to a serving sibling at "
                  "--graceful-timeout", os.getpid(), len(fds))
-        for start in range(0, len(fds), MAX_FDS_PER_MESSAGE):
-            batch = fds[start:start + MAX_FDS_PER_MESSAGE]
+        for start in range(0, len(fds), MAX_FDS_PER_LINE):
+            batch = fds[start:start + MAX_FDS_PER_LINE]
             self.channel.send(HandOver(len(batch)), batch)
         return True
 
@@ -439,7 +397,7 @@ def main() -> NoReturn:
     started = time.monotonic()
     _die_with_master(spec.master_pid)
     configure_logging(spec.log_level)
-    channel = Channel(spec.channel)
+    channel = WorkerEnd(spec.channel, lambda: _exit_now(WorkerExit.ORPHANED))
     hooks = _hooks(spec, channel)
     app = _load(spec, channel)
     try:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import NoReturn
 
-from unbroken.master.channels import JSONLineChannel
-from unbroken.messages import Adopt, HandOver
-from unbroken.worker.main import Channel
+from unbroken.messages import Adopt, HandOver, MasterEnd, WorkerEnd
+
+
+def _never() -> NoReturn:
+    raise AssertionError("the master's end closed")
 
 
 def test_descriptors_travel_with_the_line_that_counts_them_both_ways() -> None:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
-    master = JSONLineChannel(ours, pid=0)
-    worker = Channel(os.dup(theirs.fileno()))
+    master = MasterEnd(ours, pid=0)
+    worker = WorkerEnd(os.dup(theirs.fileno()), lost=_never)
     theirs.close()
     read_end, write_end = os.pipe()
     try:
