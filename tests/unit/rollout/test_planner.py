@@ -322,3 +322,17 @@ def test_an_exit_is_read_by_the_state_the_worker_was_in(
         state: WorkerState, stopping: bool, killed: KillReason | None,
         killed_in: WorkerState | None, cause: ExitCause) -> None:
     assert classify_exit(state, stopping, killed, killed_in) is cause
+
+
+def test_the_states_docs_reloads_md_shows_are_the_tables() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "reloads.md").read_text()
+    section = doc.split("## A worker's states")[1].split("\n## ")[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    documented = {row[1].strip().strip("`"): row[3] for row in rows}
+    assert set(documented) == {state.value for state in WorkerState}
+    for state, moves in TRANSITIONS.items():  # every move the table allows is named
+        for target in moves.values():
+            name = "rolled back" if (state, target) == (P, R) else target.value
+            assert target.value in documented[state.value] or name in documented[state.value]
