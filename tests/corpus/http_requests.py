@@ -37,8 +37,12 @@ VALID: list[tuple[str, bytes, list[tuple[bytes, bytes, bytes]]]] = [
     ("options asterisk", b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n", [(b"OPTIONS", b"*", b"")]),
     ("absolute form", b"GET http://example.com/x?y HTTP/1.1\r\n" + H + b"\r\n",
      [(b"GET", b"http://example.com/x?y", b"")]),
-    ("connect authority", b"CONNECT example.com:443 HTTP/1.1\r\n" + H + b"\r\n",
-     [(b"CONNECT", b"example.com:443", b"")]),
+    ("IPv6 Host with port", b"GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n", [(b"GET", b"/", b"")]),
+    ("empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", [(b"GET", b"/", b"")]),
+    ("chunked body of 64 KiB then a pipelined GET", b"POST /x HTTP/1.1\r\nHost: h\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"4000\r\n" + b"x" * 16384 + b"\r\n" for _ in range(4))
+     + b"0\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n",
+     [(b"POST", b"/x", b"x" * 65536), (b"GET", b"/after", b"")]),
     ("tab in value", b"GET / HTTP/1.1\r\n" + H + b"X-T: a\tb\r\n\r\n", [(b"GET", b"/", b"")]),
     ("empty value", b"GET / HTTP/1.1\r\n" + H + b"X-Empty:\r\n\r\n", [(b"GET", b"/", b"")]),
     ("obs-text in value", b"GET / HTTP/1.1\r\n" + H + b"X-Latin: caf\xe9\r\n\r\n", [(b"GET", b"/", b"")]),
@@ -111,6 +115,12 @@ INVALID: list[tuple[str, bytes, int]] = [
     ("asterisk outside OPTIONS", b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("authority-form outside CONNECT", b"GET example.com:80 HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("CONNECT with origin-form", b"CONNECT / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # not a proxy (issue 14, item 5): a tunnel request never reaches the app
+    ("CONNECT authority", b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 400),
+    # one space between the parts of the request line (RFC 9112 §3; gunicorn, granian)
+    ("two spaces after method", b"GET  / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("two spaces before version", b"GET /  HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("two spaces after a leading blank line", b"\r\nGET  / HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("relative reference", b"GET foo/bar HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("fragment in target", b"GET /a#frag HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("missing target", b"GET  HTTP/1.1\r\n" + H + b"\r\n", 400),
@@ -118,6 +128,12 @@ INVALID: list[tuple[str, bytes, int]] = [
     # Host
     ("missing Host on 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("two Host headers", b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", 400),
+    # a Host that is not uri-host[:port] (RFC 9112 §3.2, RFC 9110 §7.2)
+    ("Host with a space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    ("Host with a slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+    ("Host with a bad port", b"GET / HTTP/1.1\r\nHost: h:abc\r\n\r\n", 400),
+    ("Host with an open bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
     ("two Content-Type headers", b"POST / HTTP/1.1\r\n" + H + b"Content-Type: a/b\r\nContent-Type: c/d\r\n"
      b"Content-Length: 0\r\n\r\n", 400),
     # expectations

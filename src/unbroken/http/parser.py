@@ -92,6 +92,8 @@ class MessageState:
     chunk_tail: bytes = b""
     chunk_metadata: int = 0
     trailer_fields: int = 0
+    request_line: int = 0  # its length without CRLF, to find doubled spaces
+    host: bytes | None = None
 
 
 class RequestParser:
@@ -104,6 +106,7 @@ class RequestParser:
         self.phase = Phase.HEAD
         self._events: list[Event] = []
         self._heads_parsed = 0
+        self._valid_host: bytes | None = None
         self._reset_message()
 
     # ------------------------------------------------------------------ feeding
@@ -182,6 +185,10 @@ class RequestParser:
         blank = data.find(b"\r\n\r\n", start)
         if blank == -1 or blank + 4 - start > self._whole_head_limit:
             return None
+        line_end = data.find(b"\r\n", start)
+        if line_end == start:
+            return None  # blank lines before the request line: the scanner's case
+        self._m.request_line = line_end - start
         stop = blank + 4
         if data.count(b"\n", start, stop) > self._limits.fields + 2:
             return None
@@ -220,6 +227,8 @@ class RequestParser:
         """Account for a finished line; return True when it was the blank end of the head."""
         length, self._m.line_length = self._m.line_length, 0
         if length > 1:
+            if self._m.lines == 0:
+                self._m.request_line = length - 1  # without its CR
             self._m.lines += 1
             if self._m.lines > 1:
                 self._m.block_bytes += 1
@@ -248,11 +257,16 @@ class RequestParser:
     def _feed_chunked_body(self, data: bytes, start: int) -> int:
         """Feed up to the next possible message end (`CRLFCRLF`), or everything."""
         stop = self._next_chunked_end(data, start)
-        body_before = self._m.body_bytes
+        message = self._m
+        body_before = message.body_bytes
         self._execute(data, start, stop)
-        self._track_chunk_metadata(stop - start, self._m.body_bytes - body_before)
-        tail = self._m.chunk_tail + data[max(start, stop - 3) : stop]
-        self._m.chunk_tail = tail[-3:]
+        # Charged to this message even if it just completed (its trailers were in these
+        # bytes), never to the next one, which has sent nothing yet.
+        self._track_chunk_metadata(message, stop - start, message.body_bytes - body_before)
+        if self._m is not message:
+            return stop
+        tail = message.chunk_tail + data[max(start, stop - 3) : stop]
+        message.chunk_tail = tail[-3:]
         return stop
 
     def _next_chunked_end(self, data: bytes, start: int) -> int:
@@ -265,13 +279,13 @@ class RequestParser:
         next_end: int = data.find(b"\r\n\r\n", start)
         return len(data) if next_end == -1 else next_end + 4
 
-    def _track_chunk_metadata(self, fed: int, body: int) -> None:
+    def _track_chunk_metadata(self, message: MessageState, fed: int, body: int) -> None:
         """Bound chunk-size lines, extensions and trailers, which llhttp buffers unchecked."""
         if body:
-            self._m.chunk_metadata = 0
+            message.chunk_metadata = 0
             return
-        self._m.chunk_metadata += fed
-        if self._m.chunk_metadata > self._limits.header_block:
+        message.chunk_metadata += fed
+        if message.chunk_metadata > self._limits.header_block:
             raise HeaderFieldsTooLarge("chunk metadata or trailers too large")
 
     # ------------------------------------------------ llhttp callbacks (httptools)
@@ -292,7 +306,9 @@ class RequestParser:
     def _note_field(self, message: MessageState, name: bytes, value: bytes) -> None:
         if name in rules.SINGLETON_FIELDS:
             message.counts[name] = message.counts.get(name, 0) + 1
-        if name == b"transfer-encoding":
+        if name == b"host":
+            message.host = value
+        elif name == b"transfer-encoding":
             rules.check_transfer_encoding(value)
             message.chunked = True
         elif name == b"content-length":
@@ -326,9 +342,15 @@ class RequestParser:
             rules.check_version(version, message.chunked)
         if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
             rules.check_target(method, target)
+        if message.request_line != len(method) + len(target) + 10:  # 2 spaces, HTTP/x.y
+            raise BadRequest("request line parts not separated by exactly one space")
         counts = message.counts
         if len(counts) != 1 or counts.get(b"host") != 1:
             rules.check_singletons(counts, version)
+        host = message.host
+        if host is not None and host != self._valid_host:
+            rules.check_host(host)
+            self._valid_host = host  # a keep-alive client sends the same Host each time
         expect_continue = False
         if message.expect is not None:
             expect_continue = rules.expects_continue(message.expect, version)

@@ -6,6 +6,8 @@ calls them at the moment the bytes they judge are known. See HTTP-HARDENING.md ย
 
 from __future__ import annotations
 
+import re
+
 from unbroken.http.errors import (
     BadRequest,
     ExpectationFailed,
@@ -42,9 +44,9 @@ def check_target(method: bytes, target: bytes) -> None:
     if b"#" in target:
         raise BadRequest("fragment in request target")
     if method == b"CONNECT":
-        if target.startswith(b"/") or b"://" in target or b":" not in target:
-            raise BadRequest("CONNECT needs an authority-form target")
-        return
+        # A tunnel is a proxy's job; an origin server that passed it on would hand the
+        # app a request it cannot answer (uvicorn refuses it too).
+        raise BadRequest("CONNECT is not supported: unbroken is an origin server, not a proxy")
     if target == b"*":
         if method != b"OPTIONS":
             raise BadRequest("asterisk-form target outside OPTIONS")
@@ -54,6 +56,16 @@ def check_target(method: bytes, target: bytes) -> None:
     scheme, separator, _ = target.partition(b"://")
     if not separator or scheme.lower() not in (b"http", b"https"):
         raise BadRequest("request target is neither origin-form nor absolute-form")
+
+
+# RFC 9110 ยง7.2: Host = uri-host [ ":" port ]; uri-host is an IP-literal in brackets, an
+# IPv4 address or a reg-name (unreserved, pct-encoded, sub-delims); port is digits.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+
+
+def check_host(value: bytes) -> None:
+    if _HOST.fullmatch(value) is None:
+        raise BadRequest("Host is not a valid uri-host[:port]")
 
 
 def check_singletons(counts: dict[bytes, int], version: str) -> None:
