@@ -4,6 +4,7 @@ running at full speed forever (32 respawns in 30 s before)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ def test_workers_dying_after_ready_are_backed_off_and_shown(
     assert loop["deaths"] >= 4, state
     assert metric(metrics, "unbroken_crash_loop_deaths") == loop["deaths"]
     log = service.output()
-    assert "died 1." in log and "in a row); next spawn in" in log
+    # "worker died 0.9s after Ready (3 in a row); next spawn in 2.0s": how long after
+    # Ready depends on how long its boot took on a busy machine (its clock starts at import)
+    assert re.search(r"worker died \d+\.\ds after Ready \(\d+ in a row\); next spawn in", log)
     # a reload to a good release ends it
     write_release(releases, "v3")
     point_current(releases, "v3")
