@@ -80,3 +80,17 @@ def test_connect_is_refused_and_never_reaches_the_app(service_factory: Any) -> N
     assert _statuses(answer) == [b"400"], answer
     assert b"connection: close" in answer.lower()
     assert b"v1 " not in answer  # the app answers "v1 <pid>"
+
+
+def test_a_body_over_limit_request_body_is_413_before_the_app_runs(
+        service_factory: Any) -> None:
+    service = service_factory("--limit-request-body", "1K")
+    service.wait_serving()
+    declared = _exchange(service.address, b"POST /x HTTP/1.1\r\nHost: h\r\n"
+                         b"Content-Length: 2048\r\n\r\n" + b"x" * 2048)
+    assert _statuses(declared) == [b"413"] and b"v1 " not in declared, declared
+    chunked = _exchange(service.address, HEAD + _chunks(3, 512))  # crosses it at 1,025
+    assert _statuses(chunked)[-1:] == [b"413"], chunked
+    within = _exchange(service.address, b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+                       b"Content-Length: 1024\r\n\r\n" + b"x" * 1024)
+    assert _statuses(within) == [b"200"], within

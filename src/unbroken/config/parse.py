@@ -24,6 +24,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def byte_size(text: str) -> int:
+    """Bytes, with an optional K, M or G (binary: 1K is 1024); 0 means no limit."""
+    number, unit = str(text).strip(), ""
+    if number[-1:].lower() in ("k", "m", "g"):
+        number, unit = number[:-1], number[-1].lower()
+    try:
+        value = int(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"must be a number of bytes such as 1048576, 10M or 1G, got "
+                         f"{text!r}") from None
+    if value < 0:
+        raise ValueError(f"must not be negative, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:

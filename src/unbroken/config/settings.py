@@ -17,6 +17,7 @@ from typing import Any
 from unbroken.config.parse import (
     access_log_format,
     address_list,
+    byte_size,
     cert_reqs,
     command,
     log_level,
@@ -32,6 +33,7 @@ from unbroken.config.parse import (
 
 SECONDS = 1.0
 KIB = 1024
+MIB = 1024 * KIB
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,11 @@ class Config:
     limit_request_field_size: int = setting(
         8 * KIB, "--limit-request-field-size", parse=positive_int,
         help="Longest header field in bytes (then 431).",
+    )
+    limit_request_body: int = setting(
+        1024 * MIB, "--limit-request-body", parse=byte_size, metavar="BYTES",
+        help="Largest request body (10M, 1G; 0: no limit). 413 before the app runs when "
+        "Content-Length says more; a chunked body is cut with 413 when it crosses it.",
     )
 
 

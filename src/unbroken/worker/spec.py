@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,12 @@ FROM_CONFIG: dict[str, str] = {
 }
 TLS_FILES = ("certfile", "keyfile", "ca_certs")
 FROM_TLS = frozenset({"url_scheme", "cert_reqs", *TLS_FILES})
+# EngineSettings field -> the Config field it is fed from, and how its value is read.
+CONVERTED: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "max_body_size": ("limit_request_body", lambda size: size or None),  # 0: no limit
+}
 # Engine settings with no declared setting (yet): the engine's defaults apply.
-ENGINE_ONLY = frozenset({"body_timeout", "limit_request_headers", "max_body_size",
-                         "max_connections"})
+ENGINE_ONLY = frozenset({"body_timeout", "limit_request_headers", "max_connections"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def spec_for(config: Config, max_requests: int | None = None,
 
 def engine_settings(config: Config) -> EngineSettings:
     values: dict[str, Any] = {engine: getattr(config, name) for engine, name in FROM_CONFIG.items()}
+    values |= {engine: read(getattr(config, name)) for engine, (name, read) in CONVERTED.items()}
     return EngineSettings(**values, **_tls_settings(config))
 
 
@@ -110,4 +115,5 @@ def _tls_settings(config: Config) -> dict[str, Any]:
 
 def unfed_engine_settings() -> set[str]:
     """Engine settings no part of this module accounts for (a test wants none)."""
-    return {f.name for f in fields(EngineSettings)} - set(FROM_CONFIG) - FROM_TLS - ENGINE_ONLY
+    return ({f.name for f in fields(EngineSettings)} - set(FROM_CONFIG) - set(CONVERTED)
+            - FROM_TLS - ENGINE_ONLY)
