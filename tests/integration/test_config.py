@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+from haproxy import free_port
 from loadcheck import assert_no_failures, load_both, stop_both
 from release import point_current, write_release
+from waiting import wait_until
 
 
 def test_reload_applies_a_changed_file_and_refuses_a_bad_one(service_factory: Any,
@@ -131,3 +135,57 @@ def test_check_serves_one_real_request_and_fails_on_a_server_error(tmp_path: Pat
     assert fine.returncode == 0, fine.stderr
     assert fine.stdout.strip() == ("unbroken: ok: apps:no_root imported, startup ran, "
                                    "GET / over a socket answered 404")
+
+
+FRAMEWORK_APPS = '''
+import fastapi, flask
+
+api = fastapi.FastAPI()
+web = flask.Flask(__name__)
+
+
+@api.get("/")
+def api_root():
+    return {"served": "fastapi"}
+
+
+@web.get("/")
+def web_root():
+    return "served: flask"
+'''
+
+
+@pytest.mark.parametrize(("app", "answer", "wrong"), [
+    ("apps:api", '{"served":"fastapi"}', "wsgi"), ("apps:web", "served: flask", "asgi")])
+def test_a_real_framework_app_gets_its_engine_without_k_and_the_wrong_k_is_refused(
+        tmp_path: Path, app: str, answer: str, wrong: str) -> None:
+    """Issue 16, item 2: FastAPI under the WSGI engine (or Flask under -k asgi) booted
+    'ready' and answered 500 to everything. With no -k the engine comes from the app;
+    a -k for the other interface is refused at boot, in one line."""
+    (tmp_path / "apps.py").write_text(FRAMEWORK_APPS)
+    fine = check(app, cwd=tmp_path)
+    assert fine.returncode == 0, fine.stderr
+    assert fine.stdout.strip().endswith("GET / over a socket answered 200")
+    port = free_port()
+    served = subprocess.Popen([sys.executable, "-m", "unbroken", "serve", app, "-b",
+                               f"127.0.0.1:{port}", "-w", "1", "--control",
+                               str(tmp_path / "ctl.sock")], cwd=tmp_path,
+                              stderr=subprocess.DEVNULL)
+    try:
+        def body() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    return str(r.read().decode())
+            except OSError:
+                return None
+
+        assert wait_until(body, timeout=30, message=f"{app} answering") == answer
+    finally:
+        served.terminate()
+        served.wait(30)
+    refused = check(app, "-k", wrong, cwd=tmp_path)
+    assert refused.returncode == 1
+    kind = "an ASGI" if wrong == "wsgi" else "a WSGI"
+    assert refused.stderr.splitlines()[-1].startswith(
+        f"unbroken: check failed: {app} is {kind} application but -k {wrong} serves "), \
+        refused.stderr
