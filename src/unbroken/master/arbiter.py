@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import selectors
 import signal
 import time
@@ -38,9 +37,7 @@ from unbroken.master.fifo import MasterFifo
 from unbroken.master.hooks import MasterHooks
 from unbroken.master.listeners import ListenerSet
 from unbroken.master.orphans import reap_orphans
-from unbroken.master.output import OutputTap
 from unbroken.master.pidfile import remove_pidfile, write_pidfile
-from unbroken.master.pool import spawn, spawn_command
 from unbroken.master.requests import from_control, from_fifo, from_signal
 from unbroken.master.reread import reread
 from unbroken.master.signals import SignalQueue
@@ -65,7 +62,6 @@ from unbroken.rollout.planner import (
     plan,
 )
 from unbroken.sockets import describe_listener, listen_queue
-from unbroken.worker.spec import spec_for
 
 log = logging.getLogger("unbroken.master")
 
@@ -293,7 +289,7 @@ class Master:
     def _perform(self, action: Action) -> None:
         workers = self.pool.workers
         if isinstance(action, SpawnWorker):
-            self._spawn(action.generation)
+            self.pool.spawn(action.generation)
         elif isinstance(action, DrainWorker):
             workers[action.worker].begin_drain(self.config.graceful_timeout)
         elif isinstance(action, KillWorker):
@@ -311,29 +307,6 @@ class Master:
         elif isinstance(action, CompleteRollout):
             draining = sum(1 for w in workers.values() if w.generation == self.service.serving)
             self._handle(events.GenerationRolledOut(action.generation, draining))
-
-    def _spawn(self, number: int) -> None:
-        generation = self.pool.generations[number]
-        self.hooks.forking(self.pool.next_id(peek=True), number)
-        try:
-            output = OutputTap(self.selector)
-            if self.pool.command is not None:
-                worker = spawn_command(self.pool.next_id(), generation,
-                                       list(generation.listeners), self.pool.command,
-                                       time.monotonic(), output)
-            else:
-                worker = spawn(self.pool.next_id(), generation, list(generation.listeners),
-                               spec_for(self.config, self._max_requests(), self.hooks.hooks),
-                               time.monotonic(), output)
-        except OSError as error:
-            self._handle(events.SpawnFailed(number, f"cannot start a worker in "
-                                            f"{generation.directory}: {error.strerror or error}"))
-            return
-        self.pool.add(worker)
-
-    def _max_requests(self) -> int:
-        limit, jitter = self.config.max_requests, self.config.max_requests_jitter
-        return limit + random.randint(0, jitter) if limit and jitter else limit
 
     # -- inputs: signals, control, fifo -------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import selectors
 import shlex
 import signal
@@ -24,7 +25,8 @@ from unbroken.control.paths import default_control_path
 from unbroken.master import events, policy
 from unbroken.master.hooks import MasterHooks
 from unbroken.master.listeners import ListenerSet
-from unbroken.master.pool import Command, Generation, Worker, resolve_python
+from unbroken.master.output import OutputTap
+from unbroken.master.pool import Command, Generation, Worker, resolve_python, spawn, spawn_command
 from unbroken.master.probe import HTTPProbe
 from unbroken.messages import Adopt, BootFailed, Cut, HandOver, Heartbeat, MasterEnd, Ready, Retire
 from unbroken.observability.cuts import CutOwner, cut_owner
@@ -38,6 +40,7 @@ from unbroken.rollout.lifecycle import (
     WorkerState,
     classify_exit,
 )
+from unbroken.worker.spec import spec_for
 
 log = logging.getLogger("unbroken.master")
 
@@ -100,11 +103,32 @@ class WorkerHub:
 
     # -- workers ----------------------------------------------------------------------
 
-    def next_id(self, peek: bool = False) -> int:
-        number = self._next_id
-        if not peek:
-            self._next_id += 1
+    def next_id(self) -> int:
+        number, self._next_id = self._next_id, self._next_id + 1
         return number
+
+    def spawn(self, number: int) -> None:
+        """A fresh interpreter (or the --cmd program) for generation `number`."""
+        generation = self.generations[number]
+        self.hooks.forking(self._next_id, number)
+        try:
+            output = OutputTap(self.selector)
+            if self.command is not None:
+                worker = spawn_command(self.next_id(), generation, list(generation.listeners),
+                                       self.command, time.monotonic(), output)
+            else:
+                spec = spec_for(self.config, self._max_requests(), self.hooks.hooks)
+                worker = spawn(self.next_id(), generation, list(generation.listeners), spec,
+                               time.monotonic(), output)
+        except OSError as error:
+            self.handle(events.SpawnFailed(number, f"cannot start a worker in "
+                                           f"{generation.directory}: {error.strerror or error}"))
+            return
+        self.add(worker)
+
+    def _max_requests(self) -> int:
+        limit, jitter = self.config.max_requests, self.config.max_requests_jitter
+        return limit + random.randint(0, jitter) if limit and jitter else limit
 
     def add(self, worker: Worker) -> None:
         self.workers[worker.id] = worker
