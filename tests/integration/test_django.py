@@ -28,26 +28,35 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_django_log_records_are_printed_once(tmp_path: Path) -> None:
-    pytest.importorskip("django")
-    port, control, log_path = free_port(), str(tmp_path / "ctl.sock"), tmp_path / "out.log"
+def serve(tmp_path: Path, app: str, *args: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port, log_path = free_port(), tmp_path / "out.log"
     with open(log_path, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "unbroken", "serve", "django_logging:application",
-             "--chdir", str(APPS), "-b", f"127.0.0.1:{port}", "-w", "1", "--control",
-             control, "--health-path", "/healthz"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "unbroken", "serve", app, "--chdir", str(APPS),
+             "-b", f"127.0.0.1:{port}", "-w", "1", "--control", str(tmp_path / "ctl.sock"),
+             *args], stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return process, port, log_path
+
+
+def wait_serving(process: subprocess.Popen[bytes], control: str, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            if call(control, "status", timeout=5).data["phase"] == "serving":
+                return
+        except (ControlUnavailable, OSError):
+            pass
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+
+
+def test_django_log_records_are_printed_once(tmp_path: Path) -> None:
+    pytest.importorskip("django")
+    process, port, log_path = serve(tmp_path, "django_logging:application",
+                                    "--health-path", "/healthz")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if call(control, "status", timeout=5).data["phase"] == "serving":
-                    break
-            except (ControlUnavailable, OSError):
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
+        wait_serving(process, str(tmp_path / "ctl.sock"), log_path)
         for _ in range(3):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
                 assert answer.read() == b"hello\n"
@@ -62,3 +71,26 @@ def test_django_log_records_are_printed_once(tmp_path: Path) -> None:
     assert text.count("djapp served /") == 3, text
     assert text.count("Not Found: /missing") == 1, text
     assert "worker" in text  # and unbroken's own lines still print
+
+
+def test_a_broken_urlconf_is_caught_at_boot_only_with_a_health_path(tmp_path: Path) -> None:
+    """docs/django.md: Django imports ROOT_URLCONF on the first request, so without
+    --health-path the project boots "ready" and answers 500; with it, boot fails."""
+    pytest.importorskip("django")
+    process, port, log_path = serve(tmp_path, "django_broken_urls:application")
+    try:
+        wait_serving(process, str(tmp_path / "ctl.sock"), log_path)
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+        assert failed.value.code == 500
+        failed.value.close()
+    finally:
+        stop_process(process, timeout=40)
+
+    process, port, log_path = serve(tmp_path, "django_broken_urls:application",
+                                    "--health-path", "/healthz", "--boot-timeout", "20")
+    try:
+        assert process.wait(timeout=60) != 0, log_path.read_text()
+    finally:
+        stop_process(process, timeout=40)
+    assert "django_broken_urls_missing" in log_path.read_text()
