@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asuser import SRC, need_root_tools, open_directory, system_user, traversable
+from asuser import SRC, need_root_tools, need_runnable, open_directory, system_user, traversable
 from loadcheck import assert_no_failures, load_both, stop_both, versions
 from processes import stop_process
 from release import point_current, write_release
@@ -187,6 +187,7 @@ def test_the_unix_socket_set_up_of_the_nginx_page_as_written(nginx_binary: str) 
 
     try:
         with system_user(app_user), system_user(proxy_user):
+            need_runnable(app_user, scratch)
             # `systemctl restart nginx` is the nginx started below, after the usermod.
             usermod = documented("usermod").split("&&")[0]
             assert "systemctl restart nginx" in documented("usermod")

@@ -22,7 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from asuser import need_root_tools, open_directory, system_user, traversable, unbroken_wrapper
+from asuser import (
+    need_root_tools,
+    need_runnable,
+    open_directory,
+    system_user,
+    traversable,
+    unbroken_wrapper,
+)
 from processes import stop_process
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "supervisor.md"
@@ -103,6 +110,7 @@ def page() -> Iterator[Page]:
     srv = open_directory("ubt-supervisor-doc-")
     try:
         with system_user(NAME):
+            need_runnable(NAME, srv)
             yield Page(srv)
     finally:
         shutil.rmtree(f"/run/unbroken/{NAME}", ignore_errors=True)

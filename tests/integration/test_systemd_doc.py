@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from asuser import need_root_tools, open_directory, system_user, traversable, unbroken_wrapper
+from asuser import (
+    need_root_tools,
+    need_runnable,
+    open_directory,
+    system_user,
+    traversable,
+    unbroken_wrapper,
+)
 from processes import stop_process
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "systemd.md"
@@ -53,6 +60,7 @@ def scratch() -> Iterator[Path]:
     path = open_directory("ubt-systemd-doc-")
     try:
         with system_user(NAME):
+            need_runnable(NAME, path)
             yield path
     finally:
         shutil.rmtree(f"/run/unbroken/{NAME}", ignore_errors=True)

@@ -68,6 +68,17 @@ def traversable(user: str, argv: list[str], scratch: Path) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
+def need_runnable(user: str, scratch: Path) -> None:
+    """Skip unless `user` can import this checkout's unbroken with this interpreter (a
+    checkout under a home directory others may not enter cannot be run as another user)."""
+    argv = traversable(user, ["runuser", "-u", user, "--", sys.executable, "-c",
+                              "import unbroken"], scratch)
+    ran = subprocess.run(argv, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
+    if ran.returncode != 0:
+        pytest.skip(f"{user} cannot run {sys.executable} with {SRC}: {ran.stderr[-300:]}")
+
+
 def unbroken_wrapper(directory: Path) -> Path:
     """An `unbroken` executable that runs this checkout's code with this interpreter,
     whatever the environment (sudo resets PYTHONPATH): the docs' `venv/bin/unbroken`."""
