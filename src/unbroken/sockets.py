@@ -106,13 +106,25 @@ def _bind_tcp(address: TCPAddress, backlog: int) -> socket.socket:
 def _bind_unix(address: UnixAddress, backlog: int) -> socket.socket:
     remove_stale_unix_socket(address.path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o077)
+    os.umask(unix_socket_umask(umask))  # the mode is set at bind: no chmod-after window
     try:
         sock.bind(address.path)
         sock.listen(backlog)
     except OSError as error:
         sock.close()
         raise AddressError(f"cannot bind {address}: {_describe(error)}") from None
+    finally:
+        os.umask(umask)
     return sock
+
+
+def unix_socket_umask(umask: int) -> int:
+    """A listening unix socket is 0660: its owner and its group (a proxy's user in the
+    service's group) may connect, whatever the group bits of the umask (the usual 022
+    would give 0755, which only the owner can connect to: nginx answers 502); others may
+    connect too (0666) only if the umask lets them write (`--umask 0` or `002`)."""
+    return 0o117 if umask & 0o002 else 0o111
 
 
 def remove_stale_unix_socket(path: str) -> None:

@@ -9,15 +9,19 @@ unbroken's own behaviour can keep the count at zero.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asuser import SRC, need_root_tools, need_runnable, open_directory, system_user, traversable
 from loadcheck import assert_no_failures, load_both, stop_both, versions
 from processes import stop_process
 from release import point_current, write_release
@@ -32,12 +36,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def nginx_config(tmp_path: Path, port: int, upstream: str) -> Path:
+def nginx_config(tmp_path: Path, port: int, upstream: str, user: str | None = None) -> Path:
     temp_paths = "\n".join(f"    {kind}_temp_path {tmp_path / kind};"
                            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # As root, nginx's workers would switch to `nobody`, which cannot enter pytest's
     # mode-0700 tmp directory (the unix socket, the temp paths); non-root ignores `user`.
-    user = "user root;" if os.geteuid() == 0 else ""
+    if user is None:
+        user = "user root;" if os.geteuid() == 0 else ""
     config = tmp_path / "nginx.conf"
     config.write_text(f"""\
 daemon off;
@@ -74,10 +79,11 @@ http {{
 
 
 class Nginx:
-    def __init__(self, binary: str, tmp_path: Path, upstream: str) -> None:
+    def __init__(self, binary: str, tmp_path: Path, upstream: str,
+                 user: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.port = free_port()
-        config = nginx_config(tmp_path, self.port, upstream)
+        config = nginx_config(tmp_path, self.port, upstream, user)
         # -e: the error log nginx opens before it has read the config (not /var/log).
         self.process = subprocess.Popen(
             [binary, "-p", str(tmp_path), "-c", str(config), "-e",
@@ -154,3 +160,76 @@ def test_nginx_keepalive_upstream_sees_no_502_across_reloads(
         assert {"v1", *RELOADS} <= set(versions(samples))
     finally:
         nginx.stop()
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "nginx.md"
+
+
+def documented(starts: str) -> str:
+    """The shell line of docs/nginx.md that starts with `starts`, without its comment."""
+    lines = [line.split("#")[0].strip() for line in DOC.read_text().splitlines()
+             if line.startswith(starts)]
+    assert len(lines) == 1, (starts, lines)
+    return lines[0]
+
+
+def test_the_unix_socket_set_up_of_the_nginx_page_as_written(nginx_binary: str) -> None:
+    """docs/nginx.md's unix socket lines, run: the service as its own user, nginx's workers
+    as another put in the service's group by the page's `usermod`; the socket's 0660 lets
+    them connect (the 0755 that the usual umask 022 gave answered 502)."""
+    need_root_tools("usermod", "install")
+    scratch = open_directory("ubt-nginx-unix-")
+    app_user, proxy_user = "ubtngxapp", "ubtngxproxy"
+
+    def named(line: str) -> str:
+        return (line.replace("/run/myapp", str(scratch / "run"))
+                .replace("myapp", app_user).replace("www-data", proxy_user))
+
+    try:
+        with system_user(app_user), system_user(proxy_user):
+            need_runnable(app_user, scratch)
+            # `systemctl restart nginx` is the nginx started below, after the usermod.
+            usermod = documented("usermod").split("&&")[0]
+            assert "systemctl restart nginx" in documented("usermod")
+            subprocess.run(named(usermod), shell=True, check=True)
+            subprocess.run(named(documented("install -d")), shell=True, check=True)
+            package = scratch / "app" / app_user
+            package.mkdir(parents=True)
+            (package / "__init__.py").write_text("")
+            (package / "wsgi.py").write_text(
+                "def application(environ, start_response):\n"
+                "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                "    return [b'v1']\n")
+            (scratch / "nginx").mkdir()
+            serve = named(documented("unbroken serve myapp.wsgi")).replace(
+                "unbroken", f"{sys.executable} -m unbroken", 1)
+            app_socket = scratch / "run" / "app.sock"
+            assert f"unix:{app_socket}" in serve
+            log = open(scratch / "service.log", "wb")  # noqa: SIM115 -- closed below
+            service = subprocess.Popen(
+                traversable(app_user, ["runuser", "-u", app_user, "--", "sh", "-c",
+                                       f"exec {serve} -w 1"], scratch),
+                cwd=scratch / "app", env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            nginx = None
+            try:
+                deadline = time.monotonic() + 30
+                while not app_socket.exists():
+                    assert service.poll() is None and time.monotonic() < deadline, \
+                        (scratch / "service.log").read_text()
+                    time.sleep(0.05)
+                info = app_socket.stat()
+                assert (stat.S_IMODE(info.st_mode), app_socket.owner(), app_socket.group()) \
+                    == (0o660, app_user, app_user)
+                nginx = Nginx(nginx_binary, scratch / "nginx", f"unix:{app_socket}",
+                              user=f"user {proxy_user};")
+                nginx.wait_answering()  # a 200 through the socket, from nginx's worker
+            finally:
+                if nginx is not None:
+                    nginx.stop()
+                stop_process(service, timeout=40)
+                log.close()
+                shutil.rmtree(f"/tmp/unbroken-{pwd.getpwnam(app_user).pw_uid}",
+                              ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

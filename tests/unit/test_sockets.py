@@ -27,3 +27,32 @@ def test_listen_queue_is_none_for_unix_sockets(tmp_path: object) -> None:
         listener.bind(f"{tmp_path}/s.sock")
         listener.listen()
         assert listen_queue(listener) is None
+
+
+def _bound_mode(path: str, umask: int) -> int:
+    import os
+    import stat
+
+    from unbroken.sockets import UnixAddress, bind
+    old = os.umask(umask)
+    try:
+        sock = bind(UnixAddress(path), 8)
+        assert os.umask(umask) == umask  # the caller's umask is back as it was
+    finally:
+        os.umask(old)
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    finally:
+        sock.close()
+        os.unlink(path)
+
+
+def test_a_unix_socket_is_open_to_its_group_whatever_the_umask_says(tmp_path: object) -> None:
+    import os
+    path = os.path.join(str(tmp_path), "app.sock")
+    # 022 (the usual) would give 0755: only the owner could connect, nginx gets 502.
+    assert {umask: _bound_mode(path, umask) for umask in (0o022, 0o007, 0o077, 0o027)} == \
+        dict.fromkeys((0o022, 0o007, 0o077, 0o027), 0o660)
+    # A umask that lets others write lets them connect, as gunicorn's 0777 does.
+    assert _bound_mode(path, 0o000) == 0o666
+    assert _bound_mode(path, 0o020) == 0o666

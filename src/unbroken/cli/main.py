@@ -23,7 +23,7 @@ from unbroken.config.hooks import Hooks
 from unbroken.config.settings import declarations
 from unbroken.config.source import ConfigSource
 from unbroken.control.client import call
-from unbroken.control.paths import default_control_path
+from unbroken.control.paths import find_control_path
 from unbroken.control.protocol import Reply
 from unbroken.errors import EXIT_FAILED, UnbrokenError, UsageError
 from unbroken.sockets import parse_address
@@ -179,7 +179,7 @@ def check(arguments: argparse.Namespace) -> int:
 
 
 def _control_path(arguments: argparse.Namespace) -> str:
-    return str(arguments.control or default_control_path(arguments.name))
+    return str(arguments.control or find_control_path(arguments.name))
 
 
 def _print_progress(reply: Reply) -> None:

@@ -2,7 +2,7 @@
 
 A control socket is only as private as its directory: whoever can write there can
 rename the socket away and put an impostor in its place, and the default directory
-(`/tmp/unbroken-<uid>/` when XDG_RUNTIME_DIR is unset) can be created first by anyone.
+(`/tmp/unbroken-<uid>/`, the last resort of control.paths) can be created first by anyone.
 So the server refuses a directory that is not its own or that others can write, and
 the client refuses a reply from a socket that is not served by its own uid (or root)
 from such a directory. Each check returns the problem as one line, or None.

@@ -59,8 +59,8 @@ class ListenerSet:
         return tuple(self.by_address[text] for text in dict.fromkeys(binds))
 
     def give_to(self, user: str | None, group: str | None) -> None:
-        """Hand unix socket files to --user/--group, so with --umask 007 the group
-        (say, the proxy's) can connect and nobody else can."""
+        """Hand unix socket files to --user/--group: they are 0660 (sockets.py), so that
+        group (say, the proxy's user is in it) can connect and nobody else can."""
         if user is None and group is None:
             return
         uid = pwd.getpwnam(user).pw_uid if user is not None else -1
