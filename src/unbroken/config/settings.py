@@ -219,7 +219,8 @@ class Config:
     )
     umask: int | None = setting(
         None, "--umask", parse=octal, metavar="MASK",
-        help="umask of the master and its workers, e.g. 007 for a group-writable unix socket.",
+        help="umask of the master and its workers (a unix socket is 0660 whatever it is, 0666 "
+        "with umask 0).",
     )
     access_log_format: str = setting(
         "combined", "--access-log-format", parse=access_log_format, metavar="combined|json",

@@ -264,8 +264,8 @@ OPTIONS: dict[str, Rule | Never] = {
     "socket": Never(_UWSGI_PROTOCOL),
     "uwsgi-socket": Never(_UWSGI_PROTOCOL),
     "shared-socket": Never("use http-socket (the master always owns the sockets)"),
-    "chmod-socket": Never("a unix socket's mode follows umask (e.g. umask = 007 for the "
-                          "proxy's group)"),
+    "chmod-socket": Never("a unix socket is 0660 (the service's group may connect: put the "
+                          "proxy's user in it), 0666 with umask = 0"),
     "chown-socket": Never("create the socket as the right user (uid, gid) or give the "
                           "proxy's user the group"),
     "env": Never(_ENV),
