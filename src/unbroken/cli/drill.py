@@ -6,13 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from unbroken.cli.parser import Parser
 from unbroken.drill.analysis import text_report
 from unbroken.drill.html import render
 from unbroken.drill.run import DrillError, DrillOptions, report_path, run_drill
 from unbroken.sockets import AddressError, TCPAddress, parse_address
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser = commands.add_parser(
         "drill", help="serve an app under load, reload it, report every failed request",
         description="Without APP, drills the bundled example app. Exits non-zero if any "
