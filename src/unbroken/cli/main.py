@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +24,11 @@ from unbroken.config import Config
 from unbroken.config.parse import SWITCH_VALUES, explain
 from unbroken.config.settings import declarations
 from unbroken.config.source import ConfigSource
-from unbroken.control.client import call
-from unbroken.control.paths import default_control_path
+from unbroken.control.client import NoService, call
+from unbroken.control.paths import control_path_problem, default_control_path, no_service
 from unbroken.control.protocol import Reply
 from unbroken.errors import EXIT_FAILED, UnbrokenError, UsageError
-from unbroken.sockets import parse_address
+from unbroken.sockets import AddressError, parse_address
 
 EXIT_OK = 0
 
@@ -136,12 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command in ("serve", "check"):
         _give_back_the_app(parser, arguments)
     try:
-        return COMMANDS[arguments.command](arguments)
+        code = COMMANDS[arguments.command](arguments)
+        sys.stdout.flush()  # here, where a closed pipe (`| head`) is caught below
+        return code
+    except NoService as error:
+        # A wrong --name: say what is running, and where we looked.
+        named = getattr(arguments, "control", None) is None and hasattr(arguments, "name")
+        print(f"unbroken: {no_service(error.path) if named else error}", file=sys.stderr)
+        return error.exit_code
     except UnbrokenError as error:  # anything else is a bug, and keeps its traceback
         print(f"unbroken: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `unbroken status | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's last flush does not complain, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
 
 
 def _config_source(arguments: argparse.Namespace) -> ConfigSource:
@@ -157,6 +172,10 @@ def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource]:
     config = loaded.config
     for address in config.bind:
         parse_address(address)
+    problem = control_path_problem(config.control or default_control_path(config.name),
+                                   named=config.control is None)
+    if problem is not None:
+        raise AddressError(problem)
     for note in loaded.notes:  # once, at start: a reload reads the file without them
         print(f"unbroken: note: {note}", file=sys.stderr)
     return config, source
@@ -179,7 +198,6 @@ def serve(arguments: argparse.Namespace) -> int:
 def check(arguments: argparse.Namespace) -> int:
     """What a deploy script runs before `unbroken reload`: exit 0 only if a new worker
     would boot (configuration valid, app imports, startup runs, probe passes)."""
-    import os
     import subprocess
 
     config, _ = _serve_config(arguments)
@@ -211,7 +229,11 @@ def check(arguments: argparse.Namespace) -> int:
 
 
 def _control_path(arguments: argparse.Namespace) -> str:
-    return str(arguments.control or default_control_path(arguments.name))
+    path = str(arguments.control or default_control_path(arguments.name))
+    problem = control_path_problem(path, named=arguments.control is None)
+    if problem is not None:
+        raise AddressError(problem)
+    return path
 
 
 def _print_progress(reply: Reply) -> None:
