@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import importlib.util
 import os
 import pwd
 from collections.abc import Mapping
@@ -128,7 +129,25 @@ def check(config: Config) -> Config:
         raise ConfigError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
     _check_tls(config)
     _check_identity(config)
+    _check_extras(config)
     return config
+
+
+# Engines whose library is an extra, and the extra that installs it.
+EXTRAS = {"gevent": ("gevent", "gevent")}
+
+
+def _check_extras(config: Config) -> None:
+    """-k gevent without gevent: say which extra to install, before any worker boots
+    (one would only die with an ImportError). Under --python the workers run another
+    interpreter, whose packages are not ours to see."""
+    needs = EXTRAS.get(config.worker_class)
+    if needs is None or config.python is not None or config.cmd:
+        return
+    module, extra = needs
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"-k {config.worker_class} needs {module}, which is not installed: "
+                          f"pip install 'unbroken[{extra}]'")
 
 
 def _check_identity(config: Config) -> None:

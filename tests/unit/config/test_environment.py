@@ -68,3 +68,17 @@ def test_an_unknown_setting_given_programmatically_gets_the_closest() -> None:
     with pytest.raises(ConfigError, match=r"^unknown setting\(s\): wokers \(did you mean "
                        r"workers\?\)$"):
         load_config({"app": "a:b", "wokers": 3}, {})
+
+
+def test_gevent_without_gevent_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gevent", None)  # as if not installed
+    for given in ("gevent", "gunicorn.workers.ggevent.GeventWorker"):
+        with pytest.raises(ConfigError) as error:
+            load_config({"app": "a:b", "worker_class": given}, {})
+        assert str(error.value) == ("-k gevent needs gevent, which is not installed: "
+                                    "pip install 'unbroken[gevent]'")
+    # Under --python the workers' interpreter decides; nothing to see from here.
+    assert load_config({"app": "a:b", "worker_class": "gevent", "python": "/x/python"},
+                       {}).worker_class == "gevent"
