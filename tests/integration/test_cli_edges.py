@@ -81,3 +81,32 @@ def test_a_too_long_name_names_the_limit_and_the_path(tmp_path: Path) -> None:
         ran = _run(*args, env=env, cwd=tmp_path)
         assert ran.returncode == 2
         assert ran.stderr.splitlines() == [expected], ran.stderr
+
+
+def test_a_mistake_on_the_command_line_is_one_line_from_the_real_process(
+        tmp_path: Path) -> None:
+    cases = {
+        ("serve", "--master", "app:app"):
+            "unbroken: error: unknown option --master: unbroken always runs a master: "
+            "remove --master",
+        ("serve", "--reload", "app:app"):
+            "unbroken: error: unknown option --reload: unbroken does not watch the code: "
+            "reload with `unbroken reload`, SIGHUP, or --reload-on-touch FILE",
+        ("serve", "-w", "many", "app:app"):
+            "unbroken: error: argument -w/--workers: 'many' is not a whole number",
+    }
+    for args, line in cases.items():
+        ran = _run(*args, cwd=tmp_path)
+        assert (ran.returncode, ran.stderr.splitlines(), ran.stdout) == (2, [line], "")
+
+
+def test_gevent_missing_names_the_extra(tmp_path: Path) -> None:
+    # gevent is installed for the tests: hide it the way a missing package looks.
+    hidden = ("import sys; sys.modules['gevent'] = None; from unbroken.cli.main import main; "
+              "sys.exit(main())")
+    ran = subprocess.run([sys.executable, "-c", hidden, "serve", "-k", "gevent", "app:app"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert ran.returncode == 2
+    assert ran.stderr.splitlines() == [
+        "unbroken: -k gevent needs gevent, which is not installed: pip install "
+        "'unbroken[gevent]'"]

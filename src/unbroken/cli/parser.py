@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -45,8 +46,13 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        commands = commands_of(self)
         if message.startswith("the following arguments are required: COMMAND"):
-            message = f"give a command ({', '.join(commands_of(self))}); see unbroken --help"
+            message = f"give a command ({', '.join(commands)}); see unbroken --help"
+        elif (wrong := re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)):
+            close = did_you_mean(wrong[1], commands)
+            message = f"unknown command {wrong[1]!r}: " + (
+                close or f"the commands are {', '.join(commands)}")
         self.exit(EXIT_USAGE, f"{error_line(message)}\n")
 
 

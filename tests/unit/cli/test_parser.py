@@ -43,6 +43,9 @@ def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
      "unbroken: error: argument --backlog: 'lots' is not a whole number"),
     (["serve", "--proxy-protocol=maybe", "app:app"],
      "unbroken: error: argument --proxy-protocol: 'maybe' must be on or off"),
+    (["stauts"], "unbroken: error: unknown command 'stauts': did you mean status?"),
+    (["frobnicate"], "unbroken: error: unknown command 'frobnicate': the commands are serve, "
+     "check, reload, status, history, stop, scale, drill, deploy"),
     ([], "unbroken: error: give a command (serve, check, reload, status, history, stop, "
      "scale, drill, deploy); see unbroken --help"),
 ])
