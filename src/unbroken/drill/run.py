@@ -45,7 +45,8 @@ MAX_REQUESTS = 2_000_000
 AFTER_LAST_RELOAD = 0.5  # keep loading briefly after the last verdict: the tail counts too
 WATCH_INTERVAL = 0.25  # the master's status, for which generation served (GenerationWatch)
 WATCH_TIMEOUT = 5.0
-HEARTBEAT = 1.2  # a worker's heartbeat (1 s) and a margin: its counter is current after it
+HEARTBEAT_INTERVAL = 1.0  # a worker's (worker/spec.py); its request counter is that stale
+HEARTBEAT = HEARTBEAT_INTERVAL + 0.2  # wait this long for every counter to be current
 
 
 class DrillError(ServiceError, RuntimeError):
@@ -163,14 +164,17 @@ class GenerationWatch:
         self._thread.start()
         return self
 
-    def snapshot(self) -> bool:
+    def snapshot(self, as_of: float | None = None) -> bool:
+        """`as_of`: when the counters were last current; by default half a heartbeat ago,
+        the average age of a worker's counter in the master's status."""
+        as_of = time.monotonic() - HEARTBEAT_INTERVAL / 2 if as_of is None else as_of
         try:
             data = call(self.control, "status", timeout=WATCH_TIMEOUT).data
         except (ControlUnavailable, OSError):
             return False
         workers = {int(w["pid"]): (int(w["generation"]), int(w["requests"]))
                    for w in data.get("workers", [])}
-        self.snapshots.append(Snapshot(time.monotonic(), workers))
+        self.snapshots.append(Snapshot(as_of, workers))
         return True
 
     def _run(self) -> None:
@@ -179,11 +183,15 @@ class GenerationWatch:
                 return
 
     def stop(self, settle: float) -> list[Snapshot]:
+        """Stop polling; with `settle`, take a last snapshot after the workers' next
+        heartbeat, current as of now (the load has stopped); what it adds was served over
+        the last heartbeat, so it counts half one before."""
+        stopped = time.monotonic()
         self._stop.set()
         self._thread.join(WATCH_TIMEOUT + 1)
         if settle and self.snapshots:
             time.sleep(settle)
-            self.snapshot()
+            self.snapshot(as_of=stopped - HEARTBEAT_INTERVAL / 2)
         return self.snapshots
 
 
