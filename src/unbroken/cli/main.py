@@ -198,6 +198,7 @@ def serve(arguments: argparse.Namespace) -> int:
 def check(arguments: argparse.Namespace) -> int:
     """What a deploy script runs before `unbroken reload`: exit 0 only if a new worker
     would boot (configuration valid, app imports, startup runs, probe passes)."""
+    import os
     import subprocess
 
     config, _ = _serve_config(arguments)
