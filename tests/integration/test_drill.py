@@ -30,6 +30,47 @@ def test_drill_on_the_example_app_passes(tmp_path: Path) -> None:
     _check_in_chromium(report, tmp_path)
 
 
+HELLO = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello\\n"]
+"""
+
+
+def test_drill_on_the_user_s_app_reports_the_generation_that_answered(tmp_path: Path) -> None:
+    """An app that does not say which release answered: the drill neither calls it the
+    bundled example nor labels its reloads as the example's, and counts answers by worker
+    generation from the master."""
+    (tmp_path / "hello.py").write_text(HELLO)
+    report = tmp_path / "report.html"
+    done = subprocess.run([*DRILL, "hello:app", "--duration", "3", "--reloads", "2",
+                           "--clients", "2", "--report", str(report)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "bundled" not in output and "import)" not in output
+    assert re.search(r"^drill: serving hello:app on 127\.0\.0\.1:\d+ with 2 workers$",
+                     done.stderr, re.MULTILINE), output
+    for number in (1, 2):
+        assert re.search(rf"^reload #{number}: served in [\d.]+s \(as expected\): ",
+                         done.stdout, re.MULTILINE), output
+    line = next(x for x in done.stdout.splitlines() if x.startswith("answered by version"))
+    counted = re.fullmatch(
+        r"answered by version \(the app does not say; the master's request counters by "
+        r"worker generation\): generation 1 (\d+), generation 2 (\d+), generation 3 (\d+)"
+        r"(; (\d+) not counted yet when their worker exited)?", line)
+    assert counted, line
+    overall = re.search(r"overall: (\d+) requests, 0 failed", done.stdout)
+    assert overall, output
+    total, by_generation = int(overall[1]), [int(counted[i]) for i in (1, 2, 3)]
+    assert all(by_generation), line  # each generation answered some
+    if counted[5]:  # answers the counters missed are said, never silently dropped
+        assert sum(by_generation) + int(counted[5]) == total
+    else:  # the workers may also have served what was in flight when the load stopped
+        assert total <= sum(by_generation) <= total + 4, (total, line)
+    assert "hello:app" in report.read_text() and "generation 3" in report.read_text()
+
+
 def test_drill_fails_when_the_server_dies(service_factory: Any, tmp_path: Path) -> None:
     service = service_factory()
     service.wait_serving()

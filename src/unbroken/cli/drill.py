@@ -6,13 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from unbroken.cli.parser import Parser
 from unbroken.drill.analysis import text_report
 from unbroken.drill.html import render
-from unbroken.drill.run import DrillError, DrillOptions, report_path, run_drill
+from unbroken.drill.run import (
+    DrillError,
+    DrillOptions,
+    describe_target,
+    report_path,
+    run_drill,
+)
 from unbroken.sockets import AddressError, TCPAddress, parse_address
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     parser = commands.add_parser(
         "drill", help="serve an app under load, reload it, report every failed request",
         description="Without APP, drills the bundled example app. Exits non-zero if any "
@@ -69,6 +76,6 @@ def drill(arguments: argparse.Namespace) -> int:
     for line in text_report(result):
         print(line)
     path = report_path(arguments.report)
-    Path(path).write_text(render(result, f"{options.app or 'bundled example app'}"))
+    Path(path).write_text(render(result, describe_target(options)))
     print(f"report: {path}")
     return 0 if result.passed else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,15 +19,22 @@ from unbroken.cli.deploy import add_parser as add_deploy_parser
 from unbroken.cli.deploy import run as deploy
 from unbroken.cli.drill import add_parser as add_drill_parser
 from unbroken.cli.drill import drill
+from unbroken.cli.parser import Parser, parse
 from unbroken.config import Config
 from unbroken.config.hooks import Hooks
+from unbroken.config.parse import SWITCH_VALUES, explain
 from unbroken.config.settings import declarations
 from unbroken.config.source import ConfigSource
-from unbroken.control.client import call
-from unbroken.control.paths import find_control_path
+from unbroken.control.client import NoService, call
+from unbroken.control.paths import (
+    control_path_problem,
+    default_control_path,
+    find_control_path,
+    no_service,
+)
 from unbroken.control.protocol import Reply
 from unbroken.errors import EXIT_FAILED, UnbrokenError, UsageError
-from unbroken.sockets import parse_address
+from unbroken.sockets import AddressError, parse_address
 
 EXIT_OK = 0
 
@@ -36,10 +44,22 @@ def _checked(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             return parse(text)
         except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{error}") from None
+            message = explain(error)
+            if message.startswith("is not"):  # a bad number: say which
+                message = f"{text!r} {message}"
+            raise argparse.ArgumentTypeError(message) from None
 
     convert.__name__ = name  # argparse names the type in its message
     return convert
+
+
+class NotASwitchValue(str):
+    """A word after a switch that is not on/off: the APP, which argparse gave the switch."""
+
+
+def _switch_or_word(text: str) -> bool | NotASwitchValue:
+    return SWITCH_VALUES[text.lower()] if text.lower() in SWITCH_VALUES \
+        else NotASwitchValue(text)
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -47,15 +67,31 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         if field.name == "app":
             parser.add_argument("app", nargs="?", help=declaration.help)
             continue
+        switch = isinstance(field.default, bool)
         parser.add_argument(
             *declaration.flags, dest=field.name, default=None,
             action="append" if declaration.repeatable else "store",
-            # A switch (bool setting) given bare means on: `--proxy-protocol`.
-            nargs="?" if isinstance(field.default, bool) else None,
-            const="on" if isinstance(field.default, bool) else None,
-            type=_checked(field.name, declaration.parse),
-            metavar=declaration.metavar, help=f"{declaration.help} (default: {field.default})",
+            # A switch (bool setting) given bare means on: `--proxy-protocol`; a word
+            # after it that is not on/off is the APP (see `_give_back_the_app`).
+            nargs="?" if switch else None, const=True if switch else None,
+            type=_switch_or_word if switch else _checked(field.name, declaration.parse),
+            metavar="on|off" if switch else declaration.metavar,
+            help=f"{declaration.help} (default: {field.default})",
         )
+
+
+def _give_back_the_app(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
+    """`--proxy-protocol app:app`: argparse hands `app:app` to the switch; it is the APP."""
+    for field, declaration in declarations():
+        value = getattr(arguments, field.name, None)
+        if not isinstance(value, NotASwitchValue):
+            continue
+        if arguments.app is None:
+            arguments.app = str(value)
+            setattr(arguments, field.name, True)
+        else:
+            parser.error(f"argument {'/'.join(declaration.flags)}: {str(value)!r} must be "
+                         "on or off")
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +101,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="unbroken",
         description="A Python application server whose reloads never break a request.")
     parser.add_argument("--version", action="version", version=f"unbroken {__version__}")
@@ -102,14 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parse(parser, argv)
+    if arguments.command in ("serve", "check"):
+        _give_back_the_app(parser, arguments)
     try:
-        return COMMANDS[arguments.command](arguments)
+        code = COMMANDS[arguments.command](arguments)
+        sys.stdout.flush()  # here, where a closed pipe (`| head`) is caught below
+        return code
+    except NoService as error:
+        # A wrong --name: say what is running, and where we looked.
+        named = getattr(arguments, "control", None) is None and hasattr(arguments, "name")
+        print(f"unbroken: {no_service(error.path) if named else error}", file=sys.stderr)
+        return error.exit_code
     except UnbrokenError as error:  # anything else is a bug, and keeps its traceback
         print(f"unbroken: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `unbroken status | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's last flush does not complain, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
 
 
 def _config_source(arguments: argparse.Namespace) -> ConfigSource:
@@ -125,6 +178,10 @@ def _serve_config(arguments: argparse.Namespace) -> tuple[Config, ConfigSource, 
     config = loaded.config
     for address in config.bind:
         parse_address(address)
+    problem = control_path_problem(config.control or default_control_path(config.name),
+                                   named=config.control is None)
+    if problem is not None:
+        raise AddressError(problem)
     for note in loaded.notes:  # once, at start: a reload reads the file without them
         print(f"unbroken: note: {note}", file=sys.stderr)
     return config, source, loaded.hooks
@@ -179,7 +236,11 @@ def check(arguments: argparse.Namespace) -> int:
 
 
 def _control_path(arguments: argparse.Namespace) -> str:
-    return str(arguments.control or find_control_path(arguments.name))
+    path = str(arguments.control or find_control_path(arguments.name))
+    problem = control_path_problem(path, named=arguments.control is None)
+    if problem is not None:
+        raise AddressError(problem)
+    return path
 
 
 def _print_progress(reply: Reply) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 from unbroken.config.foreign import FileSettings
 from unbroken.config.load import ConfigError
-from unbroken.config.parse import switch
+from unbroken.config.parse import explain, switch
 from unbroken.config.settings import declarations
+from unbroken.config.suggest import closest
 
 FILE_NAME = "unbroken.toml"
 
@@ -87,12 +88,15 @@ def from_file(path: Path) -> dict[str, Any]:
         key = raw_key.replace("-", "_")
         declaration = known.get(key)
         if declaration is None:
-            problems.append(f"{raw_key} (unknown setting)")
+            close = closest(key, known)
+            hint = f": did you mean {close.replace('_', '-') if '-' in raw_key else close}?" \
+                if close else ""
+            problems.append(f"{raw_key} (unknown setting{hint})")
             continue
         try:
             values[key] = _convert(raw_value, declaration.parse, declaration.repeatable)
         except ValueError as error:
-            problems.append(f"{raw_key} ({raw_value!r} {error})")
+            problems.append(f"{raw_key} ({raw_value!r} {explain(error)})")
     if problems:
         raise ConfigError(f"config file {path}: bad key(s): {'; '.join(problems)}")
     return values

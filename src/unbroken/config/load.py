@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import importlib.util
 import os
 import pwd
 from collections.abc import Mapping
 from typing import Any
 
+from unbroken.config.parse import explain
 from unbroken.config.settings import Config, declarations
+from unbroken.config.suggest import closest, did_you_mean
 from unbroken.config.worker_classes import resolve as resolve_worker_class
 from unbroken.errors import UsageError
 
@@ -32,11 +35,40 @@ def _parse(name: str, parse: Any, raw: str) -> Any:
     try:
         return parse(raw)
     except ValueError as error:
-        raise ConfigError(f"{name}: {raw!r} {error}") from None
+        raise ConfigError(f"{name}: {raw!r} {explain(error)}") from None
+
+
+# UNBROKEN_* variables that are not settings: unbroken sets them for its own children
+# (workers, deploy hooks, the supervisor program a deploy writes) or the tests read them.
+# Any other UNBROKEN_* variable is a mistake, reported by `unknown_variables`; add a name
+# here when you add such a variable (tests/unit/config/test_environment.py checks).
+OTHER_VARIABLES = frozenset({
+    "UNBROKEN_WORKER", "UNBROKEN_PASS_FDS", "UNBROKEN_FD_NAMES", "UNBROKEN_STATE",
+    "UNBROKEN_DEPLOY_ID", "UNBROKEN_RELEASE", "UNBROKEN_HOST", "UNBROKEN_HOSTS",
+    "UNBROKEN_DEPLOY_TO", "UNBROKEN_AGENT_ARGS", "UNBROKEN_TEST_LOOP",
+})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One problem per UNBROKEN_* variable that is no setting, with the closest one."""
+    known = [env_name(field.name) for field, _ in declarations()]
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_VARIABLES:
+            continue
+        # Compared without the prefix, which every name shares.
+        close = closest(name.removeprefix(ENV_PREFIX), [f.name.upper() for f, _ in declarations()])
+        problems.append(f"{name} is not a setting" + (
+            f": did you mean {ENV_PREFIX}{close}?" if close else " (docs/settings.md lists them)"))
+    return problems
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Values given as UNBROKEN_* variables; repeatable settings split on commas."""
+    """Values given as UNBROKEN_* variables; repeatable settings split on commas. An
+    UNBROKEN_* variable that is no setting is refused, not ignored: it is a typo."""
+    problems = unknown_variables(environ)
+    if problems:
+        raise ConfigError(f"environment: {'; '.join(problems)}")
     values: dict[str, Any] = {}
     for field, declaration in declarations():
         raw = environ.get(env_name(field.name))
@@ -76,7 +108,9 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str] | None
     known = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        raise ConfigError("unknown setting(s): " + ", ".join(
+            name + (f" ({hint})" if (hint := did_you_mean(name, known)) else "")
+            for name in unknown))
     if "worker_class" in values:
         values["worker_class"], note = resolve_worker_class(values["worker_class"])
         if note and notes is not None:
@@ -95,7 +129,25 @@ def check(config: Config) -> Config:
         raise ConfigError(f"app {config.app!r}: expected module:attr or path/to/file.py:attr")
     _check_tls(config)
     _check_identity(config)
+    _check_extras(config)
     return config
+
+
+# Engines whose library is an extra, and the extra that installs it.
+EXTRAS = {"gevent": ("gevent", "gevent")}
+
+
+def _check_extras(config: Config) -> None:
+    """-k gevent without gevent: say which extra to install, before any worker boots
+    (one would only die with an ImportError). Under --python the workers run another
+    interpreter, whose packages are not ours to see."""
+    needs = EXTRAS.get(config.worker_class)
+    if needs is None or config.python is not None or config.cmd:
+        return
+    module, extra = needs
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"-k {config.worker_class} needs {module}, which is not installed: "
+                          f"pip install 'unbroken[{extra}]'")
 
 
 def _check_identity(config: Config) -> None:

@@ -10,6 +10,17 @@ CERT_REQS = ("none", "optional", "required")
 ACCESS_LOG_FORMATS = ("combined", "json")
 
 
+def explain(error: ValueError) -> str:
+    """A parser's message; Python's own for a bad number (`invalid literal for int() with
+    base 10: 'x'`) becomes one a user reads."""
+    message = str(error)
+    if message.startswith("invalid literal for int()"):
+        return "is not a whole number"
+    if message.startswith("could not convert string to float"):
+        return "is not a number"
+    return message
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -22,7 +22,9 @@ checked by control.trust.
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import sys
 from collections.abc import Mapping
 
 
@@ -87,3 +89,76 @@ def _is_socket(path: str) -> bool:
         return stat.S_ISSOCK(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+# -- a path that cannot work, and the services a wrong --name could have meant ---------
+
+# sun_path is 108 bytes on Linux (104 on macOS and the BSDs), one of them the final NUL.
+UNIX_PATH_LIMIT = 103 if sys.platform == "darwin" or "bsd" in sys.platform else 107
+
+
+def control_path_problem(path: str, named: bool = True) -> str | None:
+    """Why `path` cannot be a unix socket (too long for sun_path), or None. `named`: the
+    path comes from --name (else from --control)."""
+    size = len(os.fsencode(path))
+    if size <= UNIX_PATH_LIMIT:
+        return None
+    fix = "give a shorter --name, or --control PATH" if named else "give a shorter --control"
+    return (f"control socket path {path} is {size} bytes, over the {UNIX_PATH_LIMIT}-byte "
+            f"limit of a unix socket path: {fix}")
+
+
+def control_directories(uid: int, environ: Mapping[str, str], run: str = "/run",
+                        tmp: str = "/tmp") -> list[str]:
+    """The directories the candidates of every name live in (see the module docstring):
+    per-name directories under the first two, `<name>.sock` files in the others."""
+    candidates = [os.path.join(run, "unbroken"), os.path.join(run, "user", str(uid), "unbroken")]
+    legacy = environ.get("XDG_RUNTIME_DIR")
+    if legacy:
+        candidates.append(os.path.join(legacy, "unbroken"))
+    candidates.append(os.path.join(tmp, f"unbroken-{uid}"))
+    return list(dict.fromkeys(candidates))
+
+
+def services_in(directory: str) -> list[str]:
+    """Names of the services answering in `directory`, as `NAME/control.sock` or
+    `NAME.sock` (a leftover socket is skipped)."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        nested = os.path.join(directory, entry, "control.sock")
+        if _answers(nested):
+            names.append(entry)
+        elif entry.endswith(".sock") and _answers(os.path.join(directory, entry)):
+            names.append(entry.removesuffix(".sock"))
+    return names
+
+
+def _answers(path: str) -> bool:
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        return True
+    except OSError:
+        return False
+
+
+def no_service(tried: str) -> str:
+    """One line for `--name` naming no service: what is running, and where we looked."""
+    base = os.path.dirname(os.path.abspath(tried))
+    if os.path.basename(tried) == "control.sock":
+        base = os.path.dirname(base)  # <dir>/<name>/control.sock: the names are in <dir>
+    directories = list(dict.fromkeys([base, *control_directories(os.geteuid(), os.environ)]))
+    running = list(dict.fromkeys(f"--name {name}" for directory in directories
+                                 for name in services_in(directory)))
+    looked = " and ".join(directories)
+    if not running:
+        return f"no unbroken service at {tried}; none is running (looked in {looked})"
+    return (f"no unbroken service at {tried}; running: {', '.join(running)} "
+            f"(looked in {looked})")

@@ -11,6 +11,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -53,6 +54,19 @@ class Second:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """The master's status at one moment: each worker's generation and requests served
+    (its counter as of its last heartbeat)."""
+
+    at: float  # monotonic
+    workers: dict[int, tuple[int, int]]  # pid -> (generation, requests served)
+
+
+# Where the versions came from: the app's own answers, or the master's worker counters.
+FROM_APP, FROM_MASTER = "app", "master"
+
+
+@dataclass(frozen=True)
 class DrillResult:
     origin: float
     samples: list[Sample]
@@ -61,6 +75,7 @@ class DrillResult:
     windows: list[Summary]
     timeline: list[Second]
     versions: dict[str, int]
+    versions_from: str = FROM_APP
 
     @property
     def passed(self) -> bool:
@@ -98,16 +113,56 @@ def timeline(samples: list[Sample], origin: float) -> list[Second]:
     return seconds
 
 
-def analyse(samples: list[Sample], reloads: list[ReloadRecord], origin: float) -> DrillResult:
+def generation_name(number: int) -> str:
+    return f"generation {number}"
+
+
+def served_by_generation(snapshots: list[Snapshot], origin: float
+                         ) -> tuple[dict[str, int], dict[int, dict[str, int]]]:
+    """Requests each generation served over the snapshots, in all and per second (of the
+    snapshot that saw them). What the workers served before the first snapshot is not
+    counted; a worker first seen later counts from its start."""
+    totals: dict[str, int] = {}
+    per_second: dict[int, dict[str, int]] = {}
+    last: dict[int, int] = {}
+    for index, snapshot in enumerate(sorted(snapshots, key=lambda s: s.at)):
+        offset = max(0, math.floor(snapshot.at - origin))
+        for pid, (generation, served) in snapshot.workers.items():
+            before = last.get(pid, served if index == 0 else 0)
+            last[pid] = max(before, served)
+            if served <= before:
+                continue
+            name = generation_name(generation)
+            totals[name] = totals.get(name, 0) + served - before
+            bucket = per_second.setdefault(offset, {})
+            bucket[name] = bucket.get(name, 0) + served - before
+    return totals, per_second
+
+
+def app_says_its_version(samples: list[Sample]) -> bool:
+    return any(version_of(s) != UNKNOWN_VERSION for s in samples if s.error is None)
+
+
+def analyse(samples: list[Sample], reloads: list[ReloadRecord], origin: float,
+            snapshots: list[Snapshot] | None = None) -> DrillResult:
+    """`snapshots`: the master's status over the drill; when the app does not say which
+    version answered, the versions are the generations, from the workers' counters."""
     versions: dict[str, int] = {}
     for sample in samples:
         if sample.error is None:
             name = version_of(sample)
             versions[name] = versions.get(name, 0) + 1
+    seconds = timeline(samples, origin)
+    versions_from = FROM_APP
+    if snapshots and not app_says_its_version(samples):
+        versions, per_second = served_by_generation(snapshots, origin)
+        seconds = [dataclasses.replace(s, versions=per_second.get(s.offset, {}))
+                   for s in seconds]
+        versions_from = FROM_MASTER
     return DrillResult(
         origin=origin, samples=samples, reloads=reloads, overall=summarize(samples),
         windows=[summarize(samples, (r.requested_at, r.ended_at)) for r in reloads],
-        timeline=timeline(samples, origin), versions=versions,
+        timeline=seconds, versions=versions, versions_from=versions_from,
     )
 
 
@@ -131,11 +186,29 @@ def text_report(result: DrillResult) -> list[str]:
         lines.append(f"reload {record.label}: {verdict} in {record.seconds:.2f}s ({mark}): "
                      f"{record.message}")
         lines.append(f"  during it: {describe(window)}")
-    served = ", ".join(f"{name} {count}" for name, count in sorted(result.versions.items()))
-    lines.append(f"answered by version: {served or 'none'}")
+    lines.append(versions_line(result))
     lines.append("PASS: zero failed requests, every reload ended as expected" if result.passed
                  else "FAIL: " + failure_reason(result))
     return lines
+
+
+def versions_line(result: DrillResult) -> str:
+    """Which version answered: as the app says, or else by generation, from the master."""
+    served = ", ".join(f"{name} {count}" for name, count in
+                       sorted(result.versions.items(), key=lambda item: _order(item[0])))
+    if result.versions_from == FROM_APP:
+        return f"answered by version: {served or 'none'}"
+    answered = result.overall.requests - result.overall.failures
+    missed = answered - sum(result.versions.values())
+    note = f"; {missed} not counted yet when their worker exited" if missed > 0 else ""
+    return (f"answered by version (the app does not say; the master's request counters by "
+            f"worker generation): {served or 'none'}{note}")
+
+
+def _order(name: str) -> tuple[int, str]:
+    """generation 10 after generation 9."""
+    number = name.removeprefix("generation ")
+    return (int(number), "") if number.isdigit() else (0, name)
 
 
 def failure_reason(result: DrillResult) -> str:

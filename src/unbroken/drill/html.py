@@ -112,7 +112,8 @@ def charts(result: DrillResult) -> list[str]:
     top_latency = max(p99, default=1.0) or 1.0
     names = sorted({name for s in seconds for name in s.versions})
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
-    legend = [f'<text x="{WIDTH - RIGHT - 70 * (len(names) - i)}" y="14" font-size="11" '
+    step = max([70] + [7 * len(name) + 20 for name in names])  # "generation 12" is wider
+    legend = [f'<text x="{WIDTH - RIGHT - step * (len(names) - i)}" y="14" font-size="11" '
               f'fill="{colors[name]}">■ {html.escape(name)}</text>'
               for i, name in enumerate(names)]
     return [

@@ -19,13 +19,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from unbroken.control.client import ControlUnavailable, call
-from unbroken.drill.analysis import DrillResult, ReloadRecord, analyse
+from unbroken.drill.analysis import (
+    DrillResult,
+    ReloadRecord,
+    Snapshot,
+    analyse,
+    app_says_its_version,
+)
 from unbroken.drill.releases import write_release
 from unbroken.errors import ServiceError
 from unbroken.loadgen import Load, Sample
@@ -36,6 +43,10 @@ STOP_TIMEOUT = 40.0
 LOAD_SLACK = 60.0  # the load outlives --duration by at most this while reloads finish
 MAX_REQUESTS = 2_000_000
 AFTER_LAST_RELOAD = 0.5  # keep loading briefly after the last verdict: the tail counts too
+WATCH_INTERVAL = 0.25  # the master's status, for which generation served (GenerationWatch)
+WATCH_TIMEOUT = 5.0
+HEARTBEAT_INTERVAL = 1.0  # a worker's (worker/spec.py); its request counter is that stale
+HEARTBEAT = HEARTBEAT_INTERVAL + 0.2  # wait this long for every counter to be current
 
 
 class DrillError(ServiceError, RuntimeError):
@@ -79,6 +90,19 @@ def plan_steps(reloads: int, broken: bool, bundled: bool) -> list[Step]:
     return steps
 
 
+def bundled(options: DrillOptions) -> bool:
+    """The drill serves the bundled example app (it writes its releases); otherwise the
+    user's app or service, whose releases and boot times are theirs."""
+    return options.app is None and options.control is None
+
+
+def describe_target(options: DrillOptions) -> str:
+    """What the drill loads, for its report: never "the bundled example" unless it is."""
+    if options.control is not None:
+        return f"the service at {options.control}"
+    return options.app if options.app is not None else "the bundled example app"
+
+
 def run_drill(options: DrillOptions, say: Callable[[str], None]) -> DrillResult:
     if options.control is not None and (options.target is None or options.broken):
         raise DrillError("--control needs --target HOST:PORT, and cannot write a --broken "
@@ -95,7 +119,7 @@ def run_drill(options: DrillOptions, say: Callable[[str], None]) -> DrillResult:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unbroken-drill-")))
             control, target, alive = stack.enter_context(_serve(options, root, say))
         _wait_serving(control, alive)
-        steps = plan_steps(options.reloads, options.broken, options.app is None)
+        steps = plan_steps(options.reloads, options.broken, bundled(options))
         return _drive(options, control, target, root, steps, say)
     raise AssertionError("unreachable")  # pragma: no cover -- ExitStack does not swallow
 
@@ -107,6 +131,7 @@ def _drive(options: DrillOptions, control: str, target: tuple[str, int], root: P
                   duration=options.duration + LOAD_SLACK, max_requests=MAX_REQUESTS,
                   timeout=options.timeout).start() for keep in (True, False)]
     records: list[ReloadRecord] = []
+    watch = GenerationWatch(control).start()
     try:
         for index, step in enumerate(steps):
             _sleep_until(origin + options.duration * (index + 1) / (len(steps) + 1))
@@ -116,7 +141,58 @@ def _drive(options: DrillOptions, control: str, target: tuple[str, int], root: P
     finally:
         samples: list[Sample] = sorted(loads[0].stop() + loads[1].stop(),
                                        key=lambda sample: sample.start)
-    return analyse(samples, records, origin)
+        # When the app does not say which version answered, the master's counters do:
+        # wait for the workers' next heartbeat so the last second is counted too.
+        snapshots = watch.stop(settle=0.0 if app_says_its_version(samples) else HEARTBEAT)
+    return analyse(samples, records, origin, snapshots)
+
+
+class GenerationWatch:
+    """Asks the master for its status every WATCH_INTERVAL: which generation each worker
+    is, and how many requests it served (bounded: stops with the drill, or at the first
+    status that does not come, as when the service died)."""
+
+    def __init__(self, control: str) -> None:
+        self.control = control
+        self.snapshots: list[Snapshot] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-generations",
+                                        daemon=True)
+
+    def start(self) -> GenerationWatch:
+        self.snapshot()  # the baseline, before the load
+        self._thread.start()
+        return self
+
+    def snapshot(self, as_of: float | None = None) -> bool:
+        """`as_of`: when the counters were last current; by default half a heartbeat ago,
+        the average age of a worker's counter in the master's status."""
+        as_of = time.monotonic() - HEARTBEAT_INTERVAL / 2 if as_of is None else as_of
+        try:
+            data = call(self.control, "status", timeout=WATCH_TIMEOUT).data
+        except (ControlUnavailable, OSError):
+            return False
+        workers = {int(w["pid"]): (int(w["generation"]), int(w["requests"]))
+                   for w in data.get("workers", [])}
+        self.snapshots.append(Snapshot(as_of, workers))
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL):
+            if not self.snapshot():
+                return
+
+    def stop(self, settle: float) -> list[Snapshot]:
+        """Stop polling; with `settle`, take a last snapshot after the workers' next
+        heartbeat, current as of now (the load has stopped); what it adds was served over
+        the last heartbeat, so it counts half one before."""
+        stopped = time.monotonic()
+        self._stop.set()
+        self._thread.join(WATCH_TIMEOUT + 1)
+        if settle and self.snapshots:
+            time.sleep(settle)
+            self.snapshot(as_of=stopped - HEARTBEAT_INTERVAL / 2)
+        return self.snapshots
 
 
 def _sleep_until(deadline: float) -> None:
@@ -152,11 +228,10 @@ def _serve(options: DrillOptions, root: Path,
     if options.app is None:
         write_release(root, "v1")
         command += ["app:app", "--chdir", str(root / "current"), "--health-path", "/healthz"]
-        what = "the bundled example app"
     else:
         command += [options.app]
-        what = options.app
-    say(f"drill: serving {what} on 127.0.0.1:{port} with {options.workers} workers")
+    say(f"drill: serving {describe_target(options)} on 127.0.0.1:{port} with "
+        f"{options.workers} workers")
     log = open(root / "service.log", "wb")  # noqa: SIM115 -- closed below
     server = subprocess.Popen(command, pass_fds=(listener.fileno(),), stdout=log,
                               stderr=subprocess.STDOUT)

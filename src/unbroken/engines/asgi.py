@@ -25,6 +25,7 @@ from unbroken.engines import EngineSettings
 from unbroken.engines.access_log import AccessLog
 from unbroken.engines.asgi_http import ASGIApp, HTTPCycle
 from unbroken.engines.asgi_lifespan import Lifespan
+from unbroken.engines.asgi_no_websocket import refuse_websocket, wsproto_missing
 from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websocket_scope
 from unbroken.engines.connection import (
     ConnectionServer,
@@ -92,9 +93,12 @@ class ASGIEngine(CoreCounters):
     # -------------------------------------------------- RequestHandler (loop)
 
     def handle(self, exchange: Exchange) -> ExchangeListener:
-        scheme, state = self.settings.url_scheme, self.lifespan.state
+        scheme, state, app = self.settings.url_scheme, self.lifespan.state, self.app
         listener: HTTPCycle | WebSocketSession
-        if exchange.head.upgrade is not None and is_websocket_upgrade(exchange):
+        websocket = exchange.head.upgrade is not None and is_websocket_upgrade(exchange)
+        if websocket and wsproto_missing():  # the asgi extra: 501, said once in the log
+            websocket, app = False, refuse_websocket
+        if websocket:
             # Imported at the first WebSocket: wsproto and h11 cost a worker that never
             # sees one about a megabyte.
             from unbroken.engines.asgi_websocket import WebSocketSession
@@ -104,5 +108,5 @@ class ASGIEngine(CoreCounters):
         else:
             listener = HTTPCycle(exchange, self.loop)
             scope = http_scope(exchange, scheme, state)
-        self._tasks[listener] = self.loop.create_task(listener.run(self.app, scope, self._tasks))
+        self._tasks[listener] = self.loop.create_task(listener.run(app, scope, self._tasks))
         return listener

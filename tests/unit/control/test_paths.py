@@ -1,5 +1,6 @@
-"""The control path rule: the same answer for the master and for any client of the same
-uid, whatever either's environment holds (`sudo -u` resets it)."""
+"""The control path rule (the same answer for the master and for any client of the same
+uid, whatever either's environment holds: `sudo -u` resets it), a path too long for a
+unix socket, and what a wrong --name finds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from unbroken.control import paths
-from unbroken.control.paths import choose_control_path, control_path_candidates
+from unbroken.control.paths import (
+    UNIX_PATH_LIMIT,
+    choose_control_path,
+    control_path_candidates,
+    control_path_problem,
+    no_service,
+    services_in,
+)
 
 
 def test_a_system_runtime_directory_of_ours_wins(tmp_path: Path) -> None:
@@ -76,3 +84,66 @@ def test_a_client_finds_the_socket_where_it_is(tmp_path: Path,
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(legacy))
         assert paths.find_control_path(name) == str(legacy)
+
+
+def test_a_path_over_the_unix_limit_names_the_limit_and_the_path() -> None:
+    fits = "/tmp/" + "x" * (UNIX_PATH_LIMIT - 5)
+    assert control_path_problem(fits) is None
+    long = fits + "y"
+    assert control_path_problem(long) == (
+        f"control socket path {long} is {UNIX_PATH_LIMIT + 1} bytes, over the "
+        f"{UNIX_PATH_LIMIT}-byte limit of a unix socket path: give a shorter --name, or "
+        "--control PATH")
+    assert control_path_problem(long, named=False) == (
+        f"control socket path {long} is {UNIX_PATH_LIMIT + 1} bytes, over the "
+        f"{UNIX_PATH_LIMIT}-byte limit of a unix socket path: give a shorter --control")
+
+
+def _listen(path: Path) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    return server
+
+
+def test_services_in_lists_the_answering_sockets_only(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with _listen(Path("web.sock")), _listen(Path("shop.sock")):
+        stale = _listen(Path("gone.sock"))
+        stale.close()  # the file stays, nothing answers: a service that was killed
+        Path("notes.txt").write_text("")
+        assert services_in(".") == ["shop", "web"]
+
+
+def test_no_service_lists_what_runs_and_where_it_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    tried = str(tmp_path / "shpo.sock")
+    uid = os.geteuid()
+    elsewhere = f"/run/unbroken and /run/user/{uid}/unbroken and /tmp/unbroken-{uid}"
+    with _listen(Path("shop.sock")), _listen(Path("web.sock")):
+        line = no_service(tried)
+    assert line.startswith(f"no unbroken service at {tried}; running: --name shop, --name "
+                           f"web")
+    assert line.endswith(f"(looked in {tmp_path} and {elsewhere})")
+
+
+def test_services_in_per_name_directories_are_found(tmp_path: Path) -> None:
+    (tmp_path / "shop").mkdir()
+    with _listen(tmp_path / "shop" / "control.sock"):
+        assert services_in(str(tmp_path)) == ["shop"]
+
+
+def test_no_service_says_none_is_running(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    # Not this machine's directories, where other services may be running.
+    monkeypatch.setattr(os, "geteuid", lambda: 4_000_000)
+    (tmp_path / "unbroken").mkdir()
+    tried = str(tmp_path / "unbroken" / "shop.sock")
+    line = no_service(tried)
+    assert line.startswith(f"no unbroken service at {tried}; none is running (looked in "
+                           f"{tmp_path}/unbroken and ")
+    assert line.endswith("/run/user/4000000/unbroken and /tmp/unbroken-4000000)")
