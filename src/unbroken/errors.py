@@ -23,10 +23,11 @@ them, such as an ASGI app catching OSError on a disconnect.
     ├── ResponseHeaderError           http/errors.py: the app's unsendable header (500)
     ├── BootError                     a worker's app failed before Ready
     │   ├── ProbeFailed               engines/probe.py
-    │   └── LifespanFailed            engines/asgi_lifespan.py
-    ├── ClientGone                    engines/wsgi.py: the client left mid-response
-    ├── ClientDisconnected            engines/asgi_http.py (also an OSError, for apps)
-    └── IllegalTransition             rollout/lifecycle.py: a bug, never a user's input
+    │   └── LifespanFailed            engines/asgi/lifespan.py
+    ├── ClientGone                    engines/wsgi/engine.py: the client left mid-response
+    ├── ClientDisconnected            engines/asgi/http.py (also an OSError, for apps)
+    └── IllegalTransition             rollout/lifecycle.py, engines/core/states.py: a bug,
+                                      never a user's input
 """
 
 from __future__ import annotations

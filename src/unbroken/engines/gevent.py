@@ -22,8 +22,8 @@ from dataclasses import replace
 import gevent
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.connection import Exchange, ExchangeListener
-from unbroken.engines.wsgi import WSGIApp, WSGIEngine, WSGIRequest
+from unbroken.engines.core.exchange import Exchange, ExchangeListener
+from unbroken.engines.wsgi.engine import WSGIApp, WSGIEngine, WSGIRequest
 
 
 class GeventEngine(WSGIEngine):

@@ -39,17 +39,12 @@ from types import TracebackType
 from typing import Any
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.access_log import AccessLog
-from unbroken.engines.connection import (
-    ConnectionServer,
-    CoreCounters,
-    Exchange,
-    ExchangeListener,
-    HandOver,
-)
+from unbroken.engines.core.access_log import AccessLog
+from unbroken.engines.core.exchange import Exchange, ExchangeListener
+from unbroken.engines.core.server import ConnectionServer, CoreCounters, HandOver
 from unbroken.engines.probe import probe_wsgi
-from unbroken.engines.wsgi_environ import base_environ, build_environ
-from unbroken.engines.wsgi_io import (
+from unbroken.engines.wsgi.environ import base_environ, build_environ
+from unbroken.engines.wsgi.streams import (
     BODY_HIGH_WATER,
     NO_BODY,
     FileWrapper,

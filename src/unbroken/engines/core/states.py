@@ -1,0 +1,149 @@
+"""The states of a connection and of an exchange, and the only moves between them.
+
+Rules:
+1. Every change of `HTTPConnection.state`, `Exchange.request` or `Exchange.response`
+   is a lookup in one of the tables below, keyed by (state, event), as in h11's
+   `_state.py`. A pair that is not in its table is a bug in the core: `transition`
+   raises `IllegalTransition` and the state does not change.
+2. No I/O and no connection here: the tables are data, and are tested as data
+   (tests/unit/engines/core/test_states.py).
+3. A *shortcut* is one event that stands for several in a row, taken by a fast path
+   (a whole response in one write). `SHORTCUTS` names what each stands for, and the
+   tests hold each table entry to the composition it names.
+
+What is not a state, and so stays beside these as a plain field: which timer is
+armed (connection.py's timer table), why reading is paused (a set of reasons, each
+undone on its own), whether the client half-closed (it can happen in any state), and
+whether a response keeps the connection alive (a verdict taken with its head, rule 4
+of connection.py, not a step of the cycle).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import TypeVar
+
+from unbroken.errors import UnbrokenError
+
+
+class IllegalTransition(UnbrokenError, RuntimeError):
+    """The core asked for a move its table does not have: a bug, never a client's doing."""
+
+
+class _Fast(enum.Enum):
+    # Members are singletons, so identity is equality. Hash them in C rather than
+    # through Enum.__hash__ (a Python call): every transition hashes a (state, event) pair.
+    __hash__ = object.__hash__
+
+
+class ConnectionState(_Fast):
+    FRESH = "fresh"  # accepted; not a byte of a request yet
+    IN_HEAD = "in head"  # part of a head here, no request running
+    SERVING = "serving"  # a request is running (`current`); later ones wait, parsed
+    IDLE = "idle"  # kept alive between requests
+    UPGRADED = "upgraded"  # after 101: the bytes belong to an UpgradedStream
+    CLOSING = "closing"  # we closed: flushing, perhaps swallowing input (lingering)
+    CLOSED = "closed"  # the transport is gone
+
+
+class ConnectionEvent(_Fast):
+    HEAD_BEGAN = "head began"  # the first bytes of a head, no request running
+    REQUEST_STARTED = "request started"  # a whole head parsed: its exchange begins
+    ALL_ANSWERED = "all answered"  # nothing running, nothing parsed waits: wait for more
+    SWITCHED = "switched"  # 101 written: the connection is the stream's
+    CLOSED = "closed"  # we close (after flushing)
+    LOST = "lost"  # the transport reports the connection gone
+
+
+S, E = ConnectionState, ConnectionEvent
+_OPEN = (S.FRESH, S.IN_HEAD, S.SERVING, S.IDLE, S.UPGRADED)
+
+CONNECTION: Mapping[tuple[ConnectionState, ConnectionEvent], ConnectionState] = {
+    (S.FRESH, E.HEAD_BEGAN): S.IN_HEAD,
+    (S.FRESH, E.REQUEST_STARTED): S.SERVING,
+    # Bytes that began no head (empty lines before a request, RFC 9112 §2.2).
+    (S.FRESH, E.ALL_ANSWERED): S.IDLE,
+    (S.IDLE, E.HEAD_BEGAN): S.IN_HEAD,
+    (S.IDLE, E.REQUEST_STARTED): S.SERVING,
+    (S.IDLE, E.ALL_ANSWERED): S.IDLE,  # empty lines again: the idle period starts over
+    (S.IN_HEAD, E.REQUEST_STARTED): S.SERVING,
+    (S.SERVING, E.REQUEST_STARTED): S.SERVING,  # the next pipelined request, parsed already
+    (S.SERVING, E.HEAD_BEGAN): S.IN_HEAD,  # the response ended on part of the next head
+    (S.SERVING, E.ALL_ANSWERED): S.IDLE,
+    (S.SERVING, E.SWITCHED): S.UPGRADED,
+    **{(state, E.CLOSED): S.CLOSING for state in _OPEN},
+    **{(state, E.LOST): S.CLOSED for state in (*_OPEN, S.CLOSING)},
+}
+
+
+class RequestState(_Fast):
+    """The request's side of an exchange: where its body is."""
+
+    # A body is to come and nobody reads it yet; or the client sent `Expect:
+    # 100-continue` and waits for the 100 we have not said.
+    BODY_WAITING = "body waiting"
+    BODY_READING = "body reading"  # the app reads and the client sends (100 said if asked)
+    COMPLETE = "complete"  # all of it is here, or there was none
+
+
+class RequestEvent(_Fast):
+    READ_ASKED = "read asked"  # the app wants the body (and a 100 went out if asked for)
+    BODY_ENDED = "body ended"  # the parser saw the end of the message
+
+
+R, RE = RequestState, RequestEvent
+
+REQUEST: Mapping[tuple[RequestState, RequestEvent], RequestState] = {
+    (R.BODY_WAITING, RE.READ_ASKED): R.BODY_READING,
+    (R.BODY_WAITING, RE.BODY_ENDED): R.COMPLETE,  # the client sent it before we asked
+    (R.BODY_READING, RE.BODY_ENDED): R.COMPLETE,
+}
+
+
+class ResponseState(_Fast):
+    """The response's side of an exchange."""
+
+    NOT_STARTED = "not started"  # nothing written (a 100 Continue aside)
+    STREAMING = "streaming"  # the head is out, the body goes on
+    ENDED = "ended"  # complete, aborted, switched or lost: nothing more goes out
+
+
+class ResponseEvent(_Fast):
+    HEAD_SENT = "head sent"
+    END_SENT = "end sent"  # the last body bytes (or the last chunk) are written
+    WHOLE_SENT = "whole sent"  # shortcut: head, body and end in one write
+    ABORTED = "aborted"  # it cannot be completed: the connection closes
+    SWITCHED = "switched"  # a 101 head, after which HTTP is over
+    LOST = "lost"  # the client left first
+
+
+P, PE = ResponseState, ResponseEvent
+
+RESPONSE: Mapping[tuple[ResponseState, ResponseEvent], ResponseState] = {
+    (P.NOT_STARTED, PE.HEAD_SENT): P.STREAMING,
+    (P.STREAMING, PE.END_SENT): P.ENDED,
+    (P.NOT_STARTED, PE.WHOLE_SENT): P.ENDED,
+    (P.NOT_STARTED, PE.SWITCHED): P.ENDED,
+    **{(state, PE.ABORTED): P.ENDED for state in (P.NOT_STARTED, P.STREAMING)},
+    **{(state, PE.LOST): P.ENDED for state in (P.NOT_STARTED, P.STREAMING)},
+}
+
+# Rule 3: each shortcut event and the plain events it stands for, in order.
+SHORTCUTS: Mapping[_Fast, tuple[_Fast, ...]] = {
+    PE.WHOLE_SENT: (PE.HEAD_SENT, PE.END_SENT),
+}
+
+State = TypeVar("State", ConnectionState, RequestState, ResponseState)
+Event = TypeVar("Event", ConnectionEvent, RequestEvent, ResponseEvent)
+
+
+def transition(table: Mapping[tuple[State, Event], State], state: State, event: Event) -> State:
+    """The state `event` leads to from `state`; raises if the table has no such move."""
+    try:
+        return table[state, event]
+    except KeyError:
+        raise IllegalTransition(f"{event.name} is not a move from {state.name}") from None
+
+
+del S, E, R, RE, P, PE

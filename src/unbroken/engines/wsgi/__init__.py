@@ -1,0 +1,3 @@
+"""The WSGI engine (PEP 3333): `engine.py` runs requests inline or in threads;
+`environ.py` builds the environ; `streams.py` holds the blocking objects (the body,
+the write gate, the file wrapper) that the application's thread reads and writes."""
