@@ -40,12 +40,26 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from unbroken.engines.core.exchange import Exchange
 from unbroken.engines.core.states import (
+    ALL_ANSWERED,
+    BODY_READING,
+    BODY_WAITING,
+    CLOSE_BEGAN,
+    CLOSED,
+    CLOSING,
     CONNECTION,
+    FRESH,
+    HEAD_BEGAN,
+    IDLE,
+    IN_HEAD,
+    NOT_STARTED,
+    REQUEST_COMPLETE,
+    REQUEST_STARTED,
+    RESPONSE_ENDED,
+    SWITCHED_PROTOCOLS,
+    TRANSPORT_LOST,
+    UPGRADED,
     ConnectionEvent,
     ConnectionState,
-    RequestState,
-    ResponseState,
-    transition,
 )
 from unbroken.http.errors import HTTPError, RequestTimeout
 from unbroken.http.events import (
@@ -108,7 +122,7 @@ class HTTPConnection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = RequestParser(server.parser_limits)
-        self.state = ConnectionState.FRESH
+        self.state: ConnectionState = FRESH
         # Whether the fast paths (states.py rule 3) are taken; off only to test that
         # they write what the plain table path writes.
         self.shortcuts = server.shortcuts
@@ -135,10 +149,10 @@ class HTTPConnection(asyncio.Protocol):
     @property
     def closing(self) -> bool:
         state = self.state
-        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED
+        return state is CLOSING or state is CLOSED
 
     def _move(self, event: ConnectionEvent) -> None:
-        self.state = transition(CONNECTION, self.state, event)
+        self.state = CONNECTION[self.state, event]
 
     # --------------------------------------------------------- asyncio.Protocol
 
@@ -155,10 +169,10 @@ class HTTPConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state is ConnectionState.UPGRADED and self.upgraded is not None:
+        if state is UPGRADED and self.upgraded is not None:
             self.upgraded.data_received(data)
             return
-        if state is ConnectionState.CLOSING or state is ConnectionState.CLOSED:
+        if state is CLOSING or state is CLOSED:
             return  # lingering: swallow
         if self._proxy_header is not None:
             data = self._read_proxy_header(self._proxy_header, data)
@@ -171,11 +185,11 @@ class HTTPConnection(asyncio.Protocol):
             head = events[0]
             if type(head) is RequestHead and not head.has_body:
                 # The usual case, one whole request without a body on an idle
-                # connection: what _route and _next_request would do, without the queue.
+                # connection: what _route and _next_request would do, without the queue
+                # (a shortcut, states.py rule 3: the same move, REQUEST_STARTED).
                 self._start_exchange(head)
                 return
-        if (self.state is ConnectionState.FRESH or self.state is ConnectionState.IDLE) \
-                and parser.in_head:
+        if (state is FRESH or state is IDLE) and parser.in_head:
             self._enter_head_phase()
         for event in events:
             self._route(event)
@@ -207,7 +221,7 @@ class HTTPConnection(asyncio.Protocol):
             self.upgraded.eof_received()
             return None
         current = self.current
-        if (current is not None and current.request is not RequestState.COMPLETE
+        if (current is not None and current.request is not REQUEST_COMPLETE
                 and current.listener is not None):
             current.listener.body_failed(ConnectionResetError("client closed mid-body"))
         if current is None or self.closing or self.server.eof_is_disconnect:
@@ -218,10 +232,10 @@ class HTTPConnection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._move(ConnectionEvent.LOST)
+        self._move(TRANSPORT_LOST)
         self._cancel_timer()
         current, self.current = self.current, None
-        if current is not None and current.response is not ResponseState.ENDED:
+        if current is not None and current.response is not RESPONSE_ENDED:
             current.lost()
             self.server.exchange_ended(current, served=False)
             if current.listener is not None:
@@ -259,7 +273,7 @@ class HTTPConnection(asyncio.Protocol):
                 self.pause_reading("pipeline")
 
     def _route_to_current(self, current: Exchange, event: Event) -> bool:
-        if current.request is RequestState.COMPLETE:
+        if current.request is REQUEST_COMPLETE:
             return False
         if isinstance(event, BodyData):
             self._deliver_body(current, event.data)
@@ -272,7 +286,7 @@ class HTTPConnection(asyncio.Protocol):
         return True
 
     def _deliver_body(self, current: Exchange, data: bytes) -> None:
-        if current.response is ResponseState.ENDED:
+        if current.response is RESPONSE_ENDED:
             return  # the response is done; the rest of the body is discarded
         if current.listener is not None and current.listener.body_received(data) > READ_HIGH_WATER:
             self.pause_reading("body")
@@ -280,7 +294,7 @@ class HTTPConnection(asyncio.Protocol):
     def _complete_request(self, current: Exchange) -> None:
         current.body_ended()
         self._cancel_timer()
-        if current.response is ResponseState.ENDED:
+        if current.response is RESPONSE_ENDED:
             self.current = None  # was discarding the unread body; move on
             self._next_request()
         elif current.listener is not None:
@@ -290,7 +304,7 @@ class HTTPConnection(asyncio.Protocol):
         """The body broke framing or a limit: answer the error if we still can."""
         if current.listener is not None:
             current.listener.body_failed(error)
-        if current.response is ResponseState.NOT_STARTED:
+        if current.response is NOT_STARTED:
             self.write(error_response(error.status, error.phrase, self.server.date_field()))
         current.abort()
 
@@ -312,7 +326,7 @@ class HTTPConnection(asyncio.Protocol):
     def _start_exchange(self, head: RequestHead) -> None:
         exchange = Exchange(self, head)
         self.current = exchange
-        self._move(ConnectionEvent.REQUEST_STARTED)
+        self.state = CONNECTION[self.state, REQUEST_STARTED]
         if not self._timer_is_idle:
             self._cancel_timer()
         self.server.in_flight += 1
@@ -332,7 +346,7 @@ class HTTPConnection(asyncio.Protocol):
         elif self.parser.in_head:
             self._enter_head_phase()
         else:
-            self._move(ConnectionEvent.ALL_ANSWERED)
+            self.state = CONNECTION[self.state, ALL_ANSWERED]
             self._idle_since = self._clock.time()
             if not self._timer_is_idle:
                 self._arm(self.server.settings.keep_alive_timeout, self._idle_timed_out)
@@ -340,7 +354,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def _idle_timed_out(self) -> None:
         self._timer, self._timer_is_idle = None, False
-        if self.state is not ConnectionState.IDLE:
+        if self.state is not IDLE:
             return  # busy since it was armed; the next idle period arms it again
         remaining = self._idle_since + self.server.settings.keep_alive_timeout
         remaining -= self._clock.time()
@@ -351,8 +365,8 @@ class HTTPConnection(asyncio.Protocol):
             self.close()
 
     def _enter_head_phase(self) -> None:
-        if self.state is not ConnectionState.IN_HEAD:
-            self._move(ConnectionEvent.HEAD_BEGAN)
+        if self.state is not IN_HEAD:
+            self._move(HEAD_BEGAN)
             self._arm(self.server.settings.header_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
@@ -367,14 +381,14 @@ class HTTPConnection(asyncio.Protocol):
         """From now on the bytes belong to `stream` (see rule 5)."""
         self.current = None
         self.upgraded = stream
-        self._move(ConnectionEvent.SWITCHED)
+        self._move(SWITCHED_PROTOCOLS)
         self._cancel_timer()
         self._pending.clear()
         self._pending_bytes = 0
 
     def end_at_deadline(self) -> bool:
         """The drain deadline passed. Returns True if a closing handshake began."""
-        if self.upgraded is not None and self.state is ConnectionState.UPGRADED:
+        if self.upgraded is not None and self.state is UPGRADED:
             self.upgraded.deadline_reached()
             return True
         self.abort()
@@ -386,7 +400,7 @@ class HTTPConnection(asyncio.Protocol):
         if plan.must_close or not exchange.head.keep_alive or self.server.no_keep_alive:
             return False
         head = exchange.head
-        if head.expect_continue and exchange.request is RequestState.BODY_WAITING:
+        if head.expect_continue and exchange.request is BODY_WAITING:
             return False  # the client may or may not send the body now: ambiguous
         if self.server.draining or self.server.parked:
             return any(isinstance(event, RequestHead) for event in self._pending)
@@ -394,14 +408,14 @@ class HTTPConnection(asyncio.Protocol):
 
     def exchange_ended(self, exchange: Exchange) -> None:
         self.server.exchange_ended(exchange, served=True)
-        if exchange.request is RequestState.COMPLETE:
+        if exchange.request is REQUEST_COMPLETE:
             # The listener refers to the exchange: drop the cycle now, so both are
             # freed by reference counting rather than left to the garbage collector.
             exchange.listener = None
         if not exchange.keep_alive:
             self.close()
             return
-        if exchange.request is RequestState.COMPLETE:
+        if exchange.request is REQUEST_COMPLETE:
             self.current = None
             self._next_request()
         else:
@@ -417,12 +431,12 @@ class HTTPConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after flushing; keep swallowing input briefly so the client sees our answer."""
         transport = self.transport
-        if transport is None or self.state is ConnectionState.CLOSING:
+        if transport is None or self.state is CLOSING:
             return
-        self._move(ConnectionEvent.CLOSED)
+        self._move(CLOSE_BEGAN)
         self._cancel_timer()
         self._read_pauses.clear()
-        unread = self.current is not None and self.current.request is not RequestState.COMPLETE
+        unread = self.current is not None and self.current.request is not REQUEST_COMPLETE
         if (unread or self.parser.in_head) and transport.can_write_eof():
             transport.write_eof()
             transport.resume_reading()
@@ -440,7 +454,7 @@ class HTTPConnection(asyncio.Protocol):
         left to write."""
         transport = self.transport
         if (transport is None or self.current is not None or self._pending or self._eof
-                or self.state not in (ConnectionState.FRESH, ConnectionState.IDLE)
+                or self.state not in (FRESH, IDLE)
                 or self.parser.in_head
                 or transport.get_write_buffer_size()):
             return None
@@ -464,13 +478,13 @@ class HTTPConnection(asyncio.Protocol):
     def refresh_timer(self) -> None:
         """(Re)arm the body timer while the app waits for body bytes we are reading."""
         current = self.current
-        if (current is None or self.closing or current.request is RequestState.COMPLETE
+        if (current is None or self.closing or current.request is REQUEST_COMPLETE
                 or self._read_pauses):
             return
-        if current.request is RequestState.BODY_READING or (
+        if current.request is BODY_READING or (
                 # The rest of a body nobody reads, after the response: discarded under
                 # the timer; unless the client waits for a 100 that will never come.
-                current.response is ResponseState.ENDED and not current.head.expect_continue):
+                current.response is RESPONSE_ENDED and not current.head.expect_continue):
             self._arm(self.server.settings.body_timeout, self._body_timed_out)
 
     def _body_timed_out(self) -> None:

@@ -11,13 +11,24 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from unbroken.engines.core.states import (
+    ABORTED,
+    BODY_ENDED,
+    BODY_WAITING,
+    CLIENT_LEFT,
+    CLOSING,
+    END_SENT,
+    HEAD_SENT,
+    NOT_STARTED,
+    READ_ASKED,
     REQUEST,
+    REQUEST_COMPLETE,
     RESPONSE,
-    RequestEvent,
+    RESPONSE_ENDED,
+    UPGRADE_SENT,
+    WHOLE_SENT,
     RequestState,
     ResponseEvent,
     ResponseState,
-    transition,
 )
 from unbroken.http.events import RequestHead
 from unbroken.http.forwarded import NOT_FORWARDED, Forwarded, read_forwarded
@@ -70,8 +81,8 @@ class Exchange:
         self.connection = connection
         self.head = head
         self.listener: ExchangeListener | None = None
-        self.request = RequestState.BODY_WAITING if head.has_body else RequestState.COMPLETE
-        self.response = ResponseState.NOT_STARTED
+        self.request: RequestState = BODY_WAITING if head.has_body else REQUEST_COMPLETE
+        self.response: ResponseState = NOT_STARTED
         self.plan: ResponsePlan | None = None
         # Rule 4 of connection.py: decided with the head, withdrawn if the body falls short.
         self.keep_alive = False
@@ -89,29 +100,29 @@ class Exchange:
 
     @property
     def request_complete(self) -> bool:
-        return self.request is RequestState.COMPLETE
+        return self.request is REQUEST_COMPLETE
 
     @property
     def finished(self) -> bool:
         """Nothing more of the response goes out (ended, aborted, switched or lost)."""
-        return self.response is ResponseState.ENDED
+        return self.response is RESPONSE_ENDED
 
     # ------------------------------------------------------------ request side
 
     def read_body(self) -> None:
         """The app wants the body: say 100 Continue if the client waits for it."""
-        if self.request is not RequestState.BODY_WAITING or self.response is ResponseState.ENDED:
+        if self.request is not BODY_WAITING or self.response is RESPONSE_ENDED:
             return
         connection = self.connection
         if self.head.expect_continue:
-            if self.response is not ResponseState.NOT_STARTED:
+            if self.response is not NOT_STARTED:
                 return  # too late for a 100: the client keeps waiting, unread
             connection.write(CONTINUE)
-        self.request = transition(REQUEST, self.request, RequestEvent.READ_ASKED)
+        self.request = REQUEST[self.request, READ_ASKED]
         connection.refresh_timer()
 
     def body_ended(self) -> None:
-        self.request = transition(REQUEST, self.request, RequestEvent.BODY_ENDED)
+        self.request = REQUEST[self.request, BODY_ENDED]
 
     def resume_body(self) -> None:
         """The app consumed enough buffered body: read from the socket again."""
@@ -122,7 +133,8 @@ class Exchange:
     def send(self, plan: ResponsePlan | None, data: bytes, end: bool) -> None:
         """Write the head (when `plan` is given), body bytes, and maybe the end."""
         connection = self.connection
-        if self.response is ResponseState.ENDED or connection.closing:
+        # CLOSED needs no look: connection_lost ended every exchange still open.
+        if self.response is RESPONSE_ENDED or connection.state is CLOSING:
             return
         if (end and plan is not None and plan.framing is Framing.LENGTH
                 and len(data) == plan.content_length and connection.shortcuts):
@@ -131,7 +143,7 @@ class Exchange:
         parts: list[bytes] = []
         if plan is not None:
             parts.append(self._head(plan))
-            self.response = transition(RESPONSE, self.response, ResponseEvent.HEAD_SENT)
+            self.response = RESPONSE[self.response, HEAD_SENT]
         framing = self.plan.framing if self.plan is not None else Framing.NONE
         if data:
             self._append_body(framing, data, parts)
@@ -140,14 +152,14 @@ class Exchange:
         if parts:
             connection.write(parts[0] if len(parts) == 1 else b"".join(parts))
         if end:
-            self._finish(ResponseEvent.END_SENT)
+            self._finish(END_SENT)
 
     def _send_whole(self, plan: ResponsePlan, data: bytes) -> None:
         """The usual response, whole and exactly as long as announced: one write, and one
         move (WHOLE_SENT, the shortcut of HEAD_SENT then END_SENT)."""
         self.connection.write(self._head(plan) + data)
         self.body_sent = len(data)
-        self._finish(ResponseEvent.WHOLE_SENT)
+        self._finish(WHOLE_SENT)
 
     def _head(self, plan: ResponsePlan) -> bytes:
         """Decide keep-alive now (rule 4); return the head with its Connection ending."""
@@ -180,7 +192,7 @@ class Exchange:
         caller then streams the file itself. The head must already be sent.
         """
         transport = self.connection.transport
-        if self.response is ResponseState.ENDED or transport is None or self.connection.closing:
+        if self.response is RESPONSE_ENDED or transport is None or self.connection.closing:
             return True
         try:
             sent = await self.server.loop.sendfile(transport, file, offset, count, fallback=False)
@@ -197,29 +209,29 @@ class Exchange:
         closes it (through `connection.close`) or the drain deadline.
         """
         connection = self.connection
-        if self.response is not ResponseState.NOT_STARTED or connection.closing:
+        if self.response is not NOT_STARTED or connection.closing:
             return False
         self.plan = ResponsePlan(status, b"", Framing.NONE, None, must_close=True)
         connection.write(response)
-        self.response = transition(RESPONSE, self.response, ResponseEvent.SWITCHED)
+        self.response = RESPONSE[self.response, UPGRADE_SENT]
         connection.upgrade(stream)
         self.server.exchange_ended(self, served=True)
         return True
 
     def abort(self) -> None:
         """The app failed after its head was sent: the response cannot be completed."""
-        if self.response is not ResponseState.ENDED:
+        if self.response is not RESPONSE_ENDED:
             self.keep_alive = False
-            self.response = transition(RESPONSE, self.response, ResponseEvent.ABORTED)
+            self.response = RESPONSE[self.response, ABORTED]
             self.connection.exchange_ended(self)
             self.connection.close()
 
     def lost(self) -> None:
         """The client left before the response ended."""
-        self.response = transition(RESPONSE, self.response, ResponseEvent.LOST)
+        self.response = RESPONSE[self.response, CLIENT_LEFT]
 
     def _finish(self, event: ResponseEvent) -> None:
-        self.response = transition(RESPONSE, self.response, event)
+        self.response = RESPONSE[self.response, event]
         plan = self.plan
         lied = plan is not None and plan.framing is Framing.LENGTH
         if lied and plan is not None and self.body_sent != plan.content_length:

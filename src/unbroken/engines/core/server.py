@@ -16,7 +16,10 @@ from unbroken.engines.core.acceptor import Acceptor
 from unbroken.engines.core.access_log import AccessLog
 from unbroken.engines.core.connection import Clock, HTTPConnection
 from unbroken.engines.core.exchange import Exchange, RequestHandler
-from unbroken.engines.core.states import ConnectionState, ResponseState
+from unbroken.engines.core.states import (
+    RESPONSE_ENDED,
+    SERVING,
+)
 from unbroken.engines.core.tls import server_context
 from unbroken.http.errors import HTTPError
 from unbroken.http.forwarded import parse_trusted_proxies
@@ -272,8 +275,8 @@ def still_running(connections: Iterable[HTTPConnection], now: float) -> list[Cut
     """
     running = [connection.current for connection in connections
                if connection.current is not None
-               and connection.current.response is not ResponseState.ENDED
-               and connection.state is ConnectionState.SERVING]
+               and connection.current.response is not RESPONSE_ENDED
+               and connection.state is SERVING]
     return [CutRequest(exchange.head.method.decode("latin-1"),
                        exchange.head.target.decode("latin-1").partition("?")[0],
                        max(now - exchange.started, 0.0))

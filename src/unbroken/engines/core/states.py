@@ -3,8 +3,10 @@
 Rules:
 1. Every change of `HTTPConnection.state`, `Exchange.request` or `Exchange.response`
    is a lookup in one of the tables below, keyed by (state, event), as in h11's
-   `_state.py`. A pair that is not in its table is a bug in the core: `transition`
-   raises `IllegalTransition` and the state does not change.
+   `_state.py`: `state = TABLE[state, event]`. A pair that is not in its table is a
+   bug in the core: the lookup raises `IllegalTransition`, and the state does not
+   change. (A plain subscript, not a function call: the core makes three moves per
+   keep-alive request, and a call would cost more than the move.)
 2. No I/O and no connection here: the tables are data, and are tested as data
    (tests/unit/engines/core/test_states.py).
 3. A *shortcut* is one event that stands for several in a row, taken by a fast path
@@ -31,6 +33,18 @@ class IllegalTransition(UnbrokenError, RuntimeError):
     """The core asked for a move its table does not have: a bug, never a client's doing."""
 
 
+StateT = TypeVar("StateT", bound=enum.Enum)
+EventT = TypeVar("EventT", bound=enum.Enum)
+
+
+class Transitions(dict[tuple[StateT, EventT], StateT]):
+    """A transition table: (state, event) → the new state; a move not in it raises."""
+
+    def __missing__(self, key: tuple[StateT, EventT]) -> StateT:
+        state, event = key
+        raise IllegalTransition(f"{event.name} is not a move from {state.name}")
+
+
 class _Fast(enum.Enum):
     # Members are singletons, so identity is equality. Hash them in C rather than
     # through Enum.__hash__ (a Python call): every transition hashes a (state, event) pair.
@@ -51,15 +65,15 @@ class ConnectionEvent(_Fast):
     HEAD_BEGAN = "head began"  # the first bytes of a head, no request running
     REQUEST_STARTED = "request started"  # a whole head parsed: its exchange begins
     ALL_ANSWERED = "all answered"  # nothing running, nothing parsed waits: wait for more
-    SWITCHED = "switched"  # 101 written: the connection is the stream's
-    CLOSED = "closed"  # we close (after flushing)
-    LOST = "lost"  # the transport reports the connection gone
+    SWITCHED_PROTOCOLS = "switched protocols"  # 101 written: the connection is the stream's
+    CLOSE_BEGAN = "close began"  # we close (after flushing)
+    TRANSPORT_LOST = "transport lost"  # the transport reports the connection gone
 
 
 S, E = ConnectionState, ConnectionEvent
 _OPEN = (S.FRESH, S.IN_HEAD, S.SERVING, S.IDLE, S.UPGRADED)
 
-CONNECTION: Mapping[tuple[ConnectionState, ConnectionEvent], ConnectionState] = {
+CONNECTION: Transitions[ConnectionState, ConnectionEvent] = Transitions({
     (S.FRESH, E.HEAD_BEGAN): S.IN_HEAD,
     (S.FRESH, E.REQUEST_STARTED): S.SERVING,
     # Bytes that began no head (empty lines before a request, RFC 9112 §2.2).
@@ -71,10 +85,10 @@ CONNECTION: Mapping[tuple[ConnectionState, ConnectionEvent], ConnectionState] = 
     (S.SERVING, E.REQUEST_STARTED): S.SERVING,  # the next pipelined request, parsed already
     (S.SERVING, E.HEAD_BEGAN): S.IN_HEAD,  # the response ended on part of the next head
     (S.SERVING, E.ALL_ANSWERED): S.IDLE,
-    (S.SERVING, E.SWITCHED): S.UPGRADED,
-    **{(state, E.CLOSED): S.CLOSING for state in _OPEN},
-    **{(state, E.LOST): S.CLOSED for state in (*_OPEN, S.CLOSING)},
-}
+    (S.SERVING, E.SWITCHED_PROTOCOLS): S.UPGRADED,
+    **{(state, E.CLOSE_BEGAN): S.CLOSING for state in _OPEN},
+    **{(state, E.TRANSPORT_LOST): S.CLOSED for state in (*_OPEN, S.CLOSING)},
+})
 
 
 class RequestState(_Fast):
@@ -84,7 +98,7 @@ class RequestState(_Fast):
     # 100-continue` and waits for the 100 we have not said.
     BODY_WAITING = "body waiting"
     BODY_READING = "body reading"  # the app reads and the client sends (100 said if asked)
-    COMPLETE = "complete"  # all of it is here, or there was none
+    REQUEST_COMPLETE = "request complete"  # all of it is here, or there was none
 
 
 class RequestEvent(_Fast):
@@ -94,11 +108,11 @@ class RequestEvent(_Fast):
 
 R, RE = RequestState, RequestEvent
 
-REQUEST: Mapping[tuple[RequestState, RequestEvent], RequestState] = {
+REQUEST: Transitions[RequestState, RequestEvent] = Transitions({
     (R.BODY_WAITING, RE.READ_ASKED): R.BODY_READING,
-    (R.BODY_WAITING, RE.BODY_ENDED): R.COMPLETE,  # the client sent it before we asked
-    (R.BODY_READING, RE.BODY_ENDED): R.COMPLETE,
-}
+    (R.BODY_WAITING, RE.BODY_ENDED): R.REQUEST_COMPLETE,  # the client sent it before we asked
+    (R.BODY_READING, RE.BODY_ENDED): R.REQUEST_COMPLETE,
+})
 
 
 class ResponseState(_Fast):
@@ -106,7 +120,7 @@ class ResponseState(_Fast):
 
     NOT_STARTED = "not started"  # nothing written (a 100 Continue aside)
     STREAMING = "streaming"  # the head is out, the body goes on
-    ENDED = "ended"  # complete, aborted, switched or lost: nothing more goes out
+    RESPONSE_ENDED = "response ended"  # complete, aborted, switched or lost: nothing more goes out
 
 
 class ResponseEvent(_Fast):
@@ -114,36 +128,36 @@ class ResponseEvent(_Fast):
     END_SENT = "end sent"  # the last body bytes (or the last chunk) are written
     WHOLE_SENT = "whole sent"  # shortcut: head, body and end in one write
     ABORTED = "aborted"  # it cannot be completed: the connection closes
-    SWITCHED = "switched"  # a 101 head, after which HTTP is over
-    LOST = "lost"  # the client left first
+    UPGRADE_SENT = "upgrade sent"  # a 101 head, after which HTTP is over
+    CLIENT_LEFT = "client left"  # the client left first
 
 
 P, PE = ResponseState, ResponseEvent
 
-RESPONSE: Mapping[tuple[ResponseState, ResponseEvent], ResponseState] = {
+RESPONSE: Transitions[ResponseState, ResponseEvent] = Transitions({
     (P.NOT_STARTED, PE.HEAD_SENT): P.STREAMING,
-    (P.STREAMING, PE.END_SENT): P.ENDED,
-    (P.NOT_STARTED, PE.WHOLE_SENT): P.ENDED,
-    (P.NOT_STARTED, PE.SWITCHED): P.ENDED,
-    **{(state, PE.ABORTED): P.ENDED for state in (P.NOT_STARTED, P.STREAMING)},
-    **{(state, PE.LOST): P.ENDED for state in (P.NOT_STARTED, P.STREAMING)},
-}
+    (P.STREAMING, PE.END_SENT): P.RESPONSE_ENDED,
+    (P.NOT_STARTED, PE.WHOLE_SENT): P.RESPONSE_ENDED,
+    (P.NOT_STARTED, PE.UPGRADE_SENT): P.RESPONSE_ENDED,
+    **{(state, PE.ABORTED): P.RESPONSE_ENDED for state in (P.NOT_STARTED, P.STREAMING)},
+    **{(state, PE.CLIENT_LEFT): P.RESPONSE_ENDED for state in (P.NOT_STARTED, P.STREAMING)},
+})
 
 # Rule 3: each shortcut event and the plain events it stands for, in order.
 SHORTCUTS: Mapping[_Fast, tuple[_Fast, ...]] = {
     PE.WHOLE_SENT: (PE.HEAD_SENT, PE.END_SENT),
 }
 
-State = TypeVar("State", ConnectionState, RequestState, ResponseState)
-Event = TypeVar("Event", ConnectionEvent, RequestEvent, ResponseEvent)
-
-
-def transition(table: Mapping[tuple[State, Event], State], state: State, event: Event) -> State:
-    """The state `event` leads to from `state`; raises if the table has no such move."""
-    try:
-        return table[state, event]
-    except KeyError:
-        raise IllegalTransition(f"{event.name} is not a move from {state.name}") from None
-
-
 del S, E, R, RE, P, PE
+
+# The members as names of this module, as h11 has its states: in Python 3.11
+# `ConnectionState.IDLE` is a lookup through the enum's metaclass (about 70 ns, and
+# the core reads a dozen per request); a module global is a plain dict read. Member
+# names are unique across the six enums so that each global is named as its member.
+FRESH, IN_HEAD, SERVING, IDLE, UPGRADED, CLOSING, CLOSED = ConnectionState
+HEAD_BEGAN, REQUEST_STARTED, ALL_ANSWERED, SWITCHED_PROTOCOLS, CLOSE_BEGAN, TRANSPORT_LOST = (
+    ConnectionEvent)
+BODY_WAITING, BODY_READING, REQUEST_COMPLETE = RequestState
+READ_ASKED, BODY_ENDED = RequestEvent
+NOT_STARTED, STREAMING, RESPONSE_ENDED = ResponseState
+HEAD_SENT, END_SENT, WHOLE_SENT, ABORTED, UPGRADE_SENT, CLIENT_LEFT = ResponseEvent
