@@ -4,6 +4,7 @@ HTTP corpus, fed whole and byte by byte, writes the same bytes either way."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +24,7 @@ def _load_corpus() -> ModuleType:
 
 
 CORPUS = _load_corpus()
+DATE = re.compile(rb"date: [^\r]*\r\n")
 CASES = [pytest.param(raw, id=name) for name, raw, _ in CORPUS.VALID + CORPUS.INVALID]
 VALID = [pytest.param(raw, requests, id=name) for name, raw, requests in CORPUS.VALID]
 INVALID = [pytest.param(raw, status, id=name) for name, raw, status in CORPUS.INVALID]
@@ -38,7 +40,8 @@ def written(raw: bytes, *, shortcuts: bool, bytewise: bool, chunked: bool) -> tu
     with wire(EchoHandler(chunked=chunked), shortcuts=shortcuts) as w:
         feed(w, raw, bytewise)
         w.advance(0)  # deliver a connection_lost that a close scheduled
-        return w.transport.take(), w.connection.state.name
+        # The core's own answers (400, 408...) carry the wall clock's Date: not compared.
+        return DATE.sub(b"date: -\r\n", w.transport.take()), w.connection.state.name
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
