@@ -306,7 +306,12 @@ class HTTPConnection(asyncio.Protocol):
             current.listener.body_failed(error)
         if current.response is NOT_STARTED:
             self.write(error_response(error.status, error.phrase, self.server.date_field()))
-        current.abort()
+        if current.response is RESPONSE_ENDED:
+            # Answered already, and the rest of the body (read only to be discarded)
+            # stalled or broke: nothing to abort, but the connection cannot go on.
+            self.close()
+        else:
+            current.abort()
 
     def _next_request(self) -> None:
         """Start the next buffered request, or wait for one."""

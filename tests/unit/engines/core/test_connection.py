@@ -137,6 +137,26 @@ def test_a_paused_read_runs_no_body_timer_until_the_app_resumes_it() -> None:
         assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
 
 
+def test_the_rest_of_a_body_after_the_response_is_discarded_under_the_body_timer() -> None:
+    with wire(EchoHandler(answer_first=True)) as w:
+        w.send(POST_HEAD + b"ab")
+        assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
+        assert w.clock.armed() == [BODY]
+        w.advance(BODY - TICK)
+        assert not w.transport.eof_written
+        w.advance(TICK)  # closed, lingering: the client already has its answer
+        assert w.transport.eof_written and w.transport.take() == b""
+
+
+def test_a_body_that_breaks_after_the_response_closes_the_connection() -> None:
+    head = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with wire(EchoHandler(answer_first=True)) as w:
+        w.send(head + b"2\r\nab\r\n")
+        assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
+        w.send(b"zz\r\n")  # not a chunk size
+        assert w.transport.eof_written and w.transport.take() == b""
+
+
 def test_the_next_request_after_a_discarded_body_is_served() -> None:
     with wire(EchoHandler(answer_first=True)) as w:
         w.send(POST_HEAD + b"ab")
