@@ -24,7 +24,7 @@ them, such as an ASGI app catching OSError on a disconnect.
     ├── BootError                     a worker's app failed before Ready
     │   ├── ProbeFailed               engines/probe.py
     │   └── LifespanFailed            engines/asgi/lifespan.py
-    ├── ClientGone                    engines/wsgi/engine.py: the client left mid-response
+    ├── ClientGone                    engines/wsgi/request.py: the client left mid-response
     ├── ClientDisconnected            engines/asgi/http.py (also an OSError, for apps)
     └── IllegalTransition             rollout/lifecycle.py, engines/core/states.py: a bug,
                                       never a user's input

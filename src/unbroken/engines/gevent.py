@@ -23,7 +23,8 @@ import gevent
 
 from unbroken.engines import EngineSettings
 from unbroken.engines.core.exchange import Exchange, ExchangeListener
-from unbroken.engines.wsgi.engine import WSGIApp, WSGIEngine, WSGIRequest
+from unbroken.engines.wsgi.engine import WSGIApp, WSGIEngine
+from unbroken.engines.wsgi.request import WSGIRequest
 
 
 class GeventEngine(WSGIEngine):

@@ -19,7 +19,13 @@ Rules:
    Whether X-Forwarded-* count is decided once per connection from that `peername`
    (`trusts_forwarded`, http/forwarded.py) and read once per request (`Exchange.forwarded`).
 
-Timers, one at a time per connection (the `_timer` field):
+7. `state` moves only through `states.CONNECTION` (FRESH, IN_HEAD, SERVING, IDLE,
+   UPGRADED, CLOSING, CLOSED); the exchange's two sides through its own tables.
+   The fast path of `data_received` (one whole bodiless request on an idle
+   connection) is a shortcut: the same REQUEST_STARTED move, without the queue.
+
+Timers, one at a time per connection (the `_timer` field), from the server's `clock`
+(the loop, or a test's fake clock: tests/unit/engines/core/test_connection.py):
     fresh connection, nothing received ........ header_timeout → close
     idle between requests ...................... keep_alive_timeout → close
     part of a head received .................... header_timeout from its first byte → 408, close
@@ -28,9 +34,11 @@ Timers, one at a time per connection (the `_timer` field):
 The idle timer is not cancelled when a request starts: it stays armed, and when it
 fires it closes only a connection that has been idle for the whole keep_alive_timeout
 since `_idle_since`, else re-arms for the rest. A keep-alive connection so pays one
-timer per timeout period instead of a call_later and a cancel per request. Any other
-timer (`_arm`) replaces it.
+timer per timeout period instead of a call_later and a cancel per request: a shortcut
+of this table, which the fake clock checks at its exact instants. Any other timer
+(`_arm`) replaces it.
 """
+
 from __future__ import annotations
 
 import asyncio
