@@ -110,7 +110,6 @@ class UpgradedStream(Protocol):
         ...
 
 
-
 class Clock(Protocol):
     """Where the connection's timers come from: the event loop, or a test's fake clock."""
 
@@ -333,7 +332,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._answer_error(event.error)
         if self._read_pauses and self._pending_bytes <= READ_HIGH_WATER:
             self.resume_reading("pipeline")
-        if self.current is None and not self.closing:
+        if self.current is None and self.state is not CLOSING and self.state is not CLOSED:
             self._wait_for_request()
 
     def _start_exchange(self, head: RequestHead) -> None:
@@ -438,7 +437,8 @@ class HTTPConnection(asyncio.Protocol):
     # -------------------------------------------------------------- I/O helpers
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closing:
+        # Not `closing`, a call: CLOSED needs no look, the transport is None by then.
+        if self.transport is not None and self.state is not CLOSING:
             self.transport.write(data)
 
     def close(self) -> None:

@@ -9,9 +9,10 @@ engines/core/connection.py, each rule at its exact instant, with no socket and n
 
 from __future__ import annotations
 
-from fakes import SETTINGS, EchoHandler, wire
+from fakes import SETTINGS, Echo, EchoHandler, wire
 
 from unbroken.engines.core.connection import LINGER_TIMEOUT, READ_HIGH_WATER
+from unbroken.engines.core.exchange import Exchange
 from unbroken.engines.core.states import ConnectionState
 
 HEADER, KEEP_ALIVE, BODY = (SETTINGS.header_timeout, SETTINGS.keep_alive_timeout,
@@ -164,3 +165,51 @@ def test_the_next_request_after_a_discarded_body_is_served() -> None:
         w.send(b"c" * 8 + GET)
         assert w.transport.take().endswith(b"GET / 0 ")
         assert w.connection.state is ConnectionState.IDLE
+
+
+class Stream:
+    """An UpgradedStream that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.deadline = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+    def writing_paused(self) -> None: ...
+
+    def writing_resumed(self) -> None: ...
+
+    def deadline_reached(self) -> None:
+        self.deadline = True
+
+
+class Upgrading(EchoHandler):
+    """Switches every request to `stream` (as a WebSocket accept does)."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def handle(self, exchange: Exchange) -> Echo:
+        assert exchange.switch_protocols(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", 101,
+                                         self.stream)
+        return Echo(exchange, self)
+
+
+def test_after_101_the_bytes_are_the_streams_and_no_http_timer_runs() -> None:
+    stream = Stream()
+    with wire(Upgrading(stream)) as w:
+        w.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+        assert w.transport.take() == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+        assert w.connection.state is ConnectionState.UPGRADED
+        assert w.clock.armed() == []
+        w.send(b"GET / HTTP/1.1\r\n\r\n")  # not HTTP any more
+        w.advance(100 * max(HEADER, KEEP_ALIVE, BODY))
+        assert bytes(stream.data) == b"GET / HTTP/1.1\r\n\r\n" and not w.transport.closed
+        assert w.connection.end_at_deadline() and stream.deadline
