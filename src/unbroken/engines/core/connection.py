@@ -137,8 +137,9 @@ class HTTPConnection(asyncio.Protocol):
         self.current: Exchange | None = None
         self._pending: deque[Event] = deque()
         self._pending_bytes = 0
+        # Why reading is paused: "body" (the app's buffer is full) and "pipeline" (parsed
+        # requests queue up) are undone apart, in any state: reasons, not a state.
         self._read_pauses: set[str] = set()
-        self._writing_paused = False
         self._timer: Timer | None = None
         # Which timer `_timer` is: the idle timer outlives the idle period (see the timer
         # table above), so this is not the connection's state but the timer's.
@@ -253,14 +254,12 @@ class HTTPConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
         if self.upgraded is not None:
             self.upgraded.writing_paused()
         elif self.current is not None and self.current.listener is not None:
             self.current.listener.writing_paused()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
         if self.upgraded is not None:
             self.upgraded.writing_resumed()
         elif self.current is not None and self.current.listener is not None:

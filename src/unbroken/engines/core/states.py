@@ -45,13 +45,13 @@ class Transitions(dict[tuple[StateT, EventT], StateT]):
         raise IllegalTransition(f"{event.name} is not a move from {state.name}")
 
 
-class _Fast(enum.Enum):
+class _IdentityEnum(enum.Enum):
     # Members are singletons, so identity is equality. Hash them in C rather than
     # through Enum.__hash__ (a Python call): every transition hashes a (state, event) pair.
     __hash__ = object.__hash__
 
 
-class ConnectionState(_Fast):
+class ConnectionState(_IdentityEnum):
     FRESH = "fresh"  # accepted; not a byte of a request yet
     IN_HEAD = "in head"  # part of a head here, no request running
     SERVING = "serving"  # a request is running (`current`); later ones wait, parsed
@@ -61,7 +61,7 @@ class ConnectionState(_Fast):
     CLOSED = "closed"  # the transport is gone
 
 
-class ConnectionEvent(_Fast):
+class ConnectionEvent(_IdentityEnum):
     HEAD_BEGAN = "head began"  # the first bytes of a head, no request running
     REQUEST_STARTED = "request started"  # a whole head parsed: its exchange begins
     ALL_ANSWERED = "all answered"  # nothing running, nothing parsed waits: wait for more
@@ -91,7 +91,7 @@ CONNECTION: Transitions[ConnectionState, ConnectionEvent] = Transitions({
 })
 
 
-class RequestState(_Fast):
+class RequestState(_IdentityEnum):
     """The request's side of an exchange: where its body is."""
 
     # A body is to come and nobody reads it yet; or the client sent `Expect:
@@ -101,7 +101,7 @@ class RequestState(_Fast):
     REQUEST_COMPLETE = "request complete"  # all of it is here, or there was none
 
 
-class RequestEvent(_Fast):
+class RequestEvent(_IdentityEnum):
     READ_ASKED = "read asked"  # the app wants the body (and a 100 went out if asked for)
     BODY_ENDED = "body ended"  # the parser saw the end of the message
 
@@ -115,7 +115,7 @@ REQUEST: Transitions[RequestState, RequestEvent] = Transitions({
 })
 
 
-class ResponseState(_Fast):
+class ResponseState(_IdentityEnum):
     """The response's side of an exchange."""
 
     NOT_STARTED = "not started"  # nothing written (a 100 Continue aside)
@@ -123,7 +123,7 @@ class ResponseState(_Fast):
     RESPONSE_ENDED = "response ended"  # complete, aborted, switched or lost: nothing more goes out
 
 
-class ResponseEvent(_Fast):
+class ResponseEvent(_IdentityEnum):
     HEAD_SENT = "head sent"
     END_SENT = "end sent"  # the last body bytes (or the last chunk) are written
     WHOLE_SENT = "whole sent"  # shortcut: head, body and end in one write
@@ -144,7 +144,7 @@ RESPONSE: Transitions[ResponseState, ResponseEvent] = Transitions({
 })
 
 # Rule 3: each shortcut event and the plain events it stands for, in order.
-SHORTCUTS: Mapping[_Fast, tuple[_Fast, ...]] = {
+SHORTCUTS: Mapping[_IdentityEnum, tuple[_IdentityEnum, ...]] = {
     PE.WHOLE_SENT: (PE.HEAD_SENT, PE.END_SENT),
 }
 
