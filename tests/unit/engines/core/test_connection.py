@@ -9,6 +9,8 @@ engines/core/connection.py, each rule at its exact instant, with no socket and n
 
 from __future__ import annotations
 
+import random
+
 from fakes import SETTINGS, Echo, EchoHandler, wire
 
 from unbroken.engines.core.connection import LINGER_TIMEOUT, READ_HIGH_WATER
@@ -213,3 +215,19 @@ def test_after_101_the_bytes_are_the_streams_and_no_http_timer_runs() -> None:
         w.advance(100 * max(HEADER, KEEP_ALIVE, BODY))
         assert bytes(stream.data) == b"GET / HTTP/1.1\r\n\r\n" and not w.transport.closed
         assert w.connection.end_at_deadline() and stream.deadline
+
+
+def test_bytes_that_end_no_request_begin_a_head() -> None:
+    """Why the connection table has no (FRESH, ALL_ANSWERED): random bytes, empty
+    lines included, begin a head or are refused, on a fresh or an idle connection."""
+    rng = random.Random(13)
+    pieces = [b"\r\n", b"\n", b"\r", b" ", b"\x00", b"\r\n\r\n"]
+    pieces += [rng.randbytes(rng.randint(1, 12)) for _ in range(300)]
+    for piece in pieces:
+        for idle in (False, True):
+            with wire() as w:
+                if idle:
+                    w.send(GET)
+                w.send(piece)
+                assert w.connection.state in (ConnectionState.IN_HEAD, ConnectionState.CLOSING,
+                                              ConnectionState.SERVING), piece
