@@ -47,7 +47,7 @@ class Server:
 def _unbroken(kind: str, threads: int = 1) -> Argv:
     def argv(program: list[str], port: int, run_dir: Path) -> list[str]:
         # --threads 1 is the default: WSGI requests are then served on the event loop
-        # (src/unbroken/engines/wsgi.py, rule 2); N > 1 runs every request in a pool.
+        # (src/unbroken/engines/wsgi/engine.py, rule 2); N > 1 runs every request in a pool.
         threads_flag = ["--threads", str(threads)] if threads != 1 else []
         # Its own control socket: the default path is shared by every `unbroken` on
         # the machine, and the reload bench may be running one.

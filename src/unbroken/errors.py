@@ -11,7 +11,7 @@ them, such as an ASGI app catching OSError on a disconnect.
     │   ├── ConfigError               config/load.py: bad settings, all named at once
     │   ├── AddressError              sockets.py: a bind, control or probe address
     │   ├── AppNotFound               worker/loader.py: APP names nothing importable
-    │   └── TLSError                  engines/tls.py: a certificate or key unusable
+    │   └── TLSError                  engines/core/tls.py: a certificate or key unusable
     ├── ServiceError (exit 1)         the service could not do what was asked
     │   ├── StartupFailed             master/arbiter.py: the first generation did not boot
     │   ├── ResourceError             master/arbiter.py: the --pid file, the FIFO
@@ -23,10 +23,11 @@ them, such as an ASGI app catching OSError on a disconnect.
     ├── ResponseHeaderError           http/errors.py: the app's unsendable header (500)
     ├── BootError                     a worker's app failed before Ready
     │   ├── ProbeFailed               engines/probe.py
-    │   └── LifespanFailed            engines/asgi_lifespan.py
-    ├── ClientGone                    engines/wsgi.py: the client left mid-response
-    ├── ClientDisconnected            engines/asgi_http.py (also an OSError, for apps)
-    └── IllegalTransition             rollout/lifecycle.py: a bug, never a user's input
+    │   └── LifespanFailed            engines/asgi/lifespan.py
+    ├── ClientGone                    engines/wsgi/request.py: the client left mid-response
+    ├── ClientDisconnected            engines/asgi/http.py (also an OSError, for apps)
+    └── IllegalTransition             rollout/lifecycle.py, engines/core/states.py: a bug,
+                                      never a user's input
 """
 
 from __future__ import annotations

@@ -300,7 +300,7 @@ def test_unix_socket_belongs_to_the_workers_user_and_group(tmp_path: Path,
 
 
 def test_a_request_longer_than_timeout_does_not_cost_the_worker(service_factory: Any) -> None:
-    """With --threads 1 the app runs on the worker's event loop (engines/wsgi.py); the
+    """With --threads 1 the app runs on the worker's event loop (engines/wsgi/engine.py); the
     heartbeat comes from its own thread, so --timeout replaces stuck processes, not
     workers whose request is slow."""
     service = service_factory("--timeout", "1", workers=1)

@@ -46,7 +46,7 @@ class EngineSettings:
     access_log_format: str = "combined"  # a key of access_log.FORMATS
     # Concurrent requests (greenlets) in a gevent worker; also caps its connections.
     worker_connections: int = 1000
-    # TLS (engines/tls.py): PEM paths read when the engine is built, i.e. at worker boot.
+    # TLS (engines/core/tls.py): PEM paths read when the engine is built, i.e. at worker boot.
     certfile: str | None = None
     keyfile: str | None = None
     ca_certs: str | None = None
@@ -121,8 +121,8 @@ class Engine(Protocol):
 
 
 ENGINES: dict[str, str] = {
-    "wsgi": "unbroken.engines.wsgi:WSGIEngine",
-    "asgi": "unbroken.engines.asgi:ASGIEngine",
+    "wsgi": "unbroken.engines.wsgi.engine:WSGIEngine",
+    "asgi": "unbroken.engines.asgi.engine:ASGIEngine",
     "gevent": "unbroken.engines.gevent:GeventEngine",
 }
 

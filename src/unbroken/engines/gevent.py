@@ -22,8 +22,9 @@ from dataclasses import replace
 import gevent
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.connection import Exchange, ExchangeListener
-from unbroken.engines.wsgi import WSGIApp, WSGIEngine, WSGIRequest
+from unbroken.engines.core.exchange import Exchange, ExchangeListener
+from unbroken.engines.wsgi.engine import WSGIApp, WSGIEngine
+from unbroken.engines.wsgi.request import WSGIRequest
 
 
 class GeventEngine(WSGIEngine):

@@ -21,8 +21,8 @@ import sys
 import time
 
 from unbroken.engines import load_engine
+from unbroken.engines.core.tls import TLSError
 from unbroken.engines.detect import EngineMismatch, choose_engine
-from unbroken.engines.tls import TLSError
 from unbroken.worker.loader import AppNotFound, load_app
 from unbroken.worker.main import new_loop, user_traceback
 from unbroken.worker.spec import ENV_KEY, WorkerSpec

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from unbroken.engines import load_engine
+from unbroken.engines.core.tls import TLSError
 from unbroken.engines.detect import EngineMismatch, choose_engine
-from unbroken.engines.tls import TLSError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
     MAX_FDS_PER_LINE,
@@ -64,7 +64,7 @@ STUCK_POLL = 0.05
 
 class InlineCalls(Protocol):
     """What an engine that calls the app on the loop thread shows the watchdog
-    (engines/wsgi.py with --threads 1): plain flags, so a request pays two stores."""
+    (engines/wsgi/engine.py with --threads 1): plain flags, so a request pays two stores."""
 
     in_app: bool  # the loop thread is inside an application call
     held: bool  # the watchdog is taking over: the loop must not go on when it returns
@@ -367,7 +367,7 @@ class WorkerRuntime:
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """A thread, not a task: a WSGI request served inline holds the loop (see
-        engines/wsgi.py), and a long one must not look like a hung worker. The
+        engines/wsgi/engine.py), and a long one must not look like a hung worker. The
         counters it reads are plain ints and copies made under the GIL."""
         retired = False
         while not stop.is_set():

@@ -17,7 +17,7 @@ from typing import Any
 
 from wsgi_harness import FAST, new_loop
 
-from unbroken.engines.asgi import ASGIEngine
+from unbroken.engines.asgi.engine import ASGIEngine
 
 
 @dataclass

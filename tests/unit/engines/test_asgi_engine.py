@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from wsgi_harness import read_response
 
-from unbroken.engines.asgi_lifespan import LifespanFailed
+from unbroken.engines.asgi.lifespan import LifespanFailed
 from unbroken.engines.probe import ProbeFailed
 
 pytestmark = pytest.mark.timeout(10)

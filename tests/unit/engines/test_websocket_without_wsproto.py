@@ -10,7 +10,7 @@ import pytest
 from asgi_harness import serve
 from wsgi_harness import read_response
 
-from unbroken.engines import asgi_no_websocket
+from unbroken.engines.asgi import no_websocket as asgi_no_websocket
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(10)
 @pytest.fixture(autouse=True, params=[1, 4], ids=["inline", "pool"])
 def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Every test runs twice: with one thread (requests served on the loop thread when
-    they can, engines/wsgi.py rule 2) and with a pool of four. A test that passes
+    they can, engines/wsgi/engine.py rule 2) and with a pool of four. A test that passes
     `threads=` itself keeps its own."""
     import wsgi_harness
 
@@ -580,7 +580,7 @@ def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
 
 
 def test_a_request_restarts_the_idle_timeout() -> None:
-    """The idle timer stays armed across requests (connection.py): when it fires on a
+    """The idle timer stays armed across requests (engines/core/connection.py): when it fires on a
     connection that was busy meanwhile, it waits out a full idle period again."""
     with serve(echo_app, keep_alive_timeout=0.5) as server, server.connect() as client:
         client.sendall(get("/a"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.wsgi import WSGIApp, WSGIEngine
+from unbroken.engines.wsgi.engine import WSGIApp, WSGIEngine
 
 FAST = EngineSettings(
     threads=4,

@@ -35,7 +35,7 @@ def test_a_drain_that_finished_in_time_stops_the_watchdog() -> None:
 
 
 class Inline:
-    """An engine's InlineCalls: the flags engines/wsgi.py keeps for --threads 1."""
+    """An engine's InlineCalls: the flags engines/wsgi/engine.py keeps for --threads 1."""
 
     def __init__(self, in_app: bool = False) -> None:
         self.in_app = in_app

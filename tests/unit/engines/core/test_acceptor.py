@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from unbroken.engines.acceptor import BUSY_ACCEPT_DELAY, Acceptor
+from unbroken.engines.core.acceptor import BUSY_ACCEPT_DELAY, Acceptor
 
 pytestmark = pytest.mark.timeout(10)
 

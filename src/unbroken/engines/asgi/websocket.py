@@ -32,8 +32,8 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from unbroken.engines.asgi_http import ASGIApp, ClientDisconnected, Message
-from unbroken.engines.connection import Exchange, WriteBackPressure
+from unbroken.engines.asgi.http import ASGIApp, ClientDisconnected, Message, WriteBackPressure
+from unbroken.engines.core.exchange import Exchange
 from unbroken.http.response import plan_response
 
 error_log = logging.getLogger("unbroken.error")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from unbroken.http.errors import HTTPError
 
 if TYPE_CHECKING:
-    from unbroken.engines.connection import Exchange
+    from unbroken.engines.core.exchange import Exchange
 
 
 @dataclass(frozen=True, slots=True)

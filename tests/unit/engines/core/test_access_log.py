@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from unbroken.engines.access_log import (
+from unbroken.engines.core.access_log import (
     FORMATS,
     AccessLog,
     AccessRecord,
@@ -92,7 +92,7 @@ def test_format_chosen_at_construction(tmp_path: Path) -> None:
 
 
 def test_combined_quoting_cannot_close_the_field_early() -> None:
-    from unbroken.engines.access_log import _quote
+    from unbroken.engines.core.access_log import _quote
 
     assert _quote(b'evil" 200 "x') == 'evil\\" 200 \\"x'
     assert _quote(b"back\\slash") == "back\\\\slash"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from unbroken.engines.connection import Exchange
-from unbroken.engines.wsgi_environ import split_target
+from unbroken.engines.core.exchange import Exchange
+from unbroken.engines.wsgi.environ import split_target
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}

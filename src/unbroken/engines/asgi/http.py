@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
-from unbroken.engines.connection import Exchange, WriteBackPressure
+from unbroken.engines.core.exchange import Exchange
 from unbroken.errors import UnbrokenError
 from unbroken.http.response import plan_response
 
@@ -40,6 +40,25 @@ REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 class ClientDisconnected(UnbrokenError, OSError):
     """`send` after the client left (ASGI spec 2.4 asks for an OSError subclass)."""
+
+
+class WriteBackPressure:
+    """For ASGI senders: `send` awaits `_writable` while the transport is paused.
+
+    The core calls `writing_paused`/`writing_resumed`; one copy for HTTP and WebSocket.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+    _writable: asyncio.Future[None] | None
+
+    def writing_paused(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def writing_resumed(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
 
 class HTTPCycle(WriteBackPressure):

@@ -2,8 +2,8 @@
 
 Rules:
 1. One task per request or WebSocket, created on the loop thread in `handle`; the
-   app's `receive`/`send` talk to the core directly (asgi_http, asgi_websocket).
-2. Startup is the app's lifespan startup (asgi_lifespan): the worker is not ready,
+   app's `receive`/`send` talk to the core directly (asgi/http.py, asgi/websocket.py).
+2. Startup is the app's lifespan startup (asgi/lifespan.py): the worker is not ready,
    and the reload fails, until it completed.
 3. Drain order: stop accepting; serve what is open (WebSockets and streams
    included) until the deadline; then close WebSockets with 1012 and abort the
@@ -22,22 +22,17 @@ import time
 from typing import TYPE_CHECKING
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.access_log import AccessLog
-from unbroken.engines.asgi_http import ASGIApp, HTTPCycle
-from unbroken.engines.asgi_lifespan import Lifespan
-from unbroken.engines.asgi_no_websocket import refuse_websocket, wsproto_missing
-from unbroken.engines.asgi_scope import http_scope, is_websocket_upgrade, websocket_scope
-from unbroken.engines.connection import (
-    ConnectionServer,
-    CoreCounters,
-    Exchange,
-    ExchangeListener,
-    HandOver,
-)
+from unbroken.engines.asgi.http import ASGIApp, HTTPCycle
+from unbroken.engines.asgi.lifespan import Lifespan
+from unbroken.engines.asgi.no_websocket import refuse_websocket, wsproto_missing
+from unbroken.engines.asgi.scope import http_scope, is_websocket_upgrade, websocket_scope
+from unbroken.engines.core.access_log import AccessLog
+from unbroken.engines.core.exchange import Exchange, ExchangeListener
+from unbroken.engines.core.server import ConnectionServer, CoreCounters, HandOver
 from unbroken.engines.probe import probe_asgi
 
 if TYPE_CHECKING:
-    from unbroken.engines.asgi_websocket import WebSocketSession
+    from unbroken.engines.asgi.websocket import WebSocketSession
 
 SHUTDOWN_MIN_TIMEOUT = 1.0
 CANCEL_TIMEOUT = 0.2
@@ -101,7 +96,7 @@ class ASGIEngine(CoreCounters):
         if websocket:
             # Imported at the first WebSocket: wsproto and h11 cost a worker that never
             # sees one about a megabyte.
-            from unbroken.engines.asgi_websocket import WebSocketSession
+            from unbroken.engines.asgi.websocket import WebSocketSession
 
             listener = WebSocketSession(exchange, self.loop)
             scope = websocket_scope(exchange, scheme, state, listener.subprotocols)

@@ -16,8 +16,8 @@ import asyncio
 import logging
 from typing import Any
 
-from unbroken.engines.asgi_http import ASGIApp, Message
-from unbroken.engines.asgi_scope import ASGI_VERSION
+from unbroken.engines.asgi.http import ASGIApp, Message
+from unbroken.engines.asgi.scope import ASGI_VERSION
 from unbroken.errors import BootError
 
 log = logging.getLogger("unbroken.worker")

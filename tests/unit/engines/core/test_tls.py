@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from wsgi_harness import serve
 
 from unbroken.engines import EngineSettings
-from unbroken.engines.tls import TLSError, server_context
+from unbroken.engines.core.tls import TLSError, server_context
 
 
 @pytest.fixture(scope="module")
