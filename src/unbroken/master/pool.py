@@ -168,7 +168,7 @@ def describe_exit(code: int | None, *, ours: bool) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     if ours and code in WorkerExit.__members__.values() and code != WorkerExit.OK:
-        return f"exit code {code} ({WorkerExit(code).meaning})"
+        return f"exit code {code}: {WorkerExit(code).meaning}"
     return f"exit code {code}"
 
 

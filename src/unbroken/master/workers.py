@@ -263,16 +263,17 @@ class WorkerHub:
             self.release_sockets()
 
     def _read_last_words(self, worker: Worker) -> None:
-        """Read what a worker says just before it exits, its `Cut` report and its last
-        `Heartbeat` (what it served since the one before, counted in the metrics): its
-        exit may be seen before the select that would have read them. Only those:
-        anything else unread at exit is ignored."""
+        """Read what a worker says just before it exits: why it could not boot
+        (`BootFailed`, so the reload's answer names the cause, not only the exit code),
+        its `Cut` report and its last `Heartbeat` (what it served since the one before,
+        counted in the metrics). Its exit may be seen before the select that would have
+        read them. Only those: anything else unread at exit is ignored."""
         for _ in range(64):  # bounded: everything it wrote is already in our buffer
             messages = worker.channel.read()
             if not messages:
                 return
             for message in messages:
-                if isinstance(message, (Cut, Heartbeat)):
+                if isinstance(message, (BootFailed, Cut, Heartbeat)):
                     self._on_message(worker, message)
 
     def _account_cut(self, worker: Worker, service: policy.Service) -> None:

@@ -45,7 +45,7 @@ def test_umask_flag_is_octal() -> None:
 def test_an_exit_is_described_with_the_worker_contracts_name_for_its_code() -> None:
     from unbroken.master.pool import describe_exit
 
-    assert describe_exit(4, ours=True) == "exit code 4 (the app failed to load)"
+    assert describe_exit(4, ours=True) == "exit code 4: the app failed to load"
     assert describe_exit(4, ours=False) == "exit code 4"  # a --cmd program's own codes
     assert describe_exit(1, ours=True) == "exit code 1"
     assert describe_exit(0, ours=True) == "exit code 0"
