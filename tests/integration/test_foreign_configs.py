@@ -64,6 +64,7 @@ vacuum = true
 die-on-term = true
 enable-threads = true
 single-interpreter = true
+harakiri = 30
 max-requests = 100000
 listen = 1024
 """

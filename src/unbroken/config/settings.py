@@ -125,7 +125,16 @@ class Config:
     )
     timeout: float = setting(
         30 * SECONDS, "-t", "--timeout", parse=positive_float,
-        help="A worker silent (no heartbeat) for this many seconds is killed and replaced.",
+        help="A worker silent (no heartbeat) for this many seconds is killed and replaced. "
+        "Unlike gunicorn's --timeout, a long request does not make a worker silent (it "
+        "heartbeats from a thread): for that, --request-timeout.",
+    )
+    request_timeout: float = setting(
+        0.0, "--request-timeout", parse=non_negative_float, metavar="SECONDS",
+        help="A request running longer is answered 503 (its connection closed if the "
+        "response had begun), logged, and its worker replaced: a new one is ready before "
+        "it drains (uWSGI's harakiri; 0: off). Not gunicorn's --timeout, which is ours too: "
+        "a worker silent that long is killed.",
     )
     max_requests: int = setting(
         0, "--max-requests", parse=non_negative_int,

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from unbroken.config.foreign import Collector, FileSettings, Mapped, Refused
 from unbroken.config.load import ConfigError
-from unbroken.config.settings import Config
 
 KIND = "uWSGI ini"
 SECTION = "uwsgi"
@@ -182,10 +181,7 @@ def plugins(value: str) -> Mapped | None:
 
 
 def harakiri(value: str) -> Mapped:
-    if "request_timeout" in {f.name for f in dataclasses.fields(Config)}:
-        return {"request_timeout": value}
-    raise Refused("a per-request timeout is not available yet; see issue 16 item 3 "
-                  "(--timeout is for a silent worker)")
+    return {"request_timeout": value}
 
 
 def disable_logging(value: str) -> Mapped | None:
@@ -289,8 +285,8 @@ OPTIONS: dict[str, Rule | Never] = {
     "log-master": Never(_LOGS),
     "daemonize": Never(_FOREGROUND),
     "daemonize2": Never(_FOREGROUND),
-    "harakiri-verbose": Never("a per-request timeout is not available yet; see issue 16 "
-                              "item 3"),
+    "harakiri-verbose": Never("--request-timeout always logs the request's method, path and "
+                              "how long it ran"),
     "buffer-size": Never(_BUFFER),
     "post-buffering": Never("unbroken streams the request body to the app"),
     "limit-as": Never("no address-space limit: use systemd's MemoryMax="),

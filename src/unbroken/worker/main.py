@@ -45,6 +45,7 @@ from unbroken.messages import (
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
 from unbroken.worker.hooks import WorkerHooks
 from unbroken.worker.loader import AppNotFound, load_app
+from unbroken.worker.request_timeout import RequestTimeout
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.worker")
@@ -212,6 +213,7 @@ class WorkerRuntime:
         self.exit_code = WorkerExit.OK
         self.drain_deadline: float | None = None  # set when the drain was asked for
         self.deadline = DeadlineKeeper()
+        self.request_timeout: RequestTimeout | None = None
 
     async def boot(self) -> None:
         """Startup hooks, then the probe: failures here are boot failures."""
@@ -239,6 +241,11 @@ class WorkerRuntime:
         threading.Thread(target=self._listen_to_master, name="unbroken-master-link",
                          daemon=True).start()
         self.channel.send(Ready(boot_seconds=time.monotonic() - started))
+        if self.spec.request_timeout > 0:
+            self.request_timeout = RequestTimeout(
+                self.spec.request_timeout, self.engine, self.loop,
+                lambda reason: self.channel.send(Retire(reason)))
+            self.request_timeout.start()
         stop_beating = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop_beating,),
                                      name="unbroken-heartbeat", daemon=True)
@@ -296,7 +303,9 @@ class WorkerRuntime:
                     self._call(self._adopt, taken)
                 elif isinstance(message, Drain):
                     if self.drain_deadline is None:
-                        self.drain_deadline = time.monotonic() + message.timeout
+                        # A loop stuck in a timed-out request can finish nothing: at once.
+                        stuck = self.request_timeout is not None and self.request_timeout.stuck
+                        self.drain_deadline = time.monotonic() + (0 if stuck else message.timeout)
                         inline = self.engine if getattr(self.engine, "inline", False) else None
                         self.deadline.watch(self.drain_deadline, self._end_stuck_drain, inline)
                     self._call(self._drain, message.timeout)

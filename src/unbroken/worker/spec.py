@@ -62,6 +62,7 @@ class WorkerSpec:
     graceful_timeout: float = 30.0
     heartbeat_interval: float = 1.0
     max_requests: int = 0
+    request_timeout: float = 0.0  # 0: off (worker/request_timeout.py)
     log_level: str = "info"
     engine: EngineSettings = field(default_factory=EngineSettings)
     master_pid: int = 0  # the worker's parent; another parent means the master died
@@ -92,6 +93,7 @@ def spec_for(config: Config, max_requests: int | None = None,
         graceful_timeout=config.graceful_timeout,
         heartbeat_interval=min(1.0, config.timeout / 4),
         max_requests=config.max_requests if max_requests is None else max_requests,
+        request_timeout=config.request_timeout,
         log_level=config.log_level, engine=engine_settings(config),
         hooks=tuple((hook.name, hook.file, hook.line, hook.import_path)
                     for hook in (hooks.running_in("worker") if hooks else ())))

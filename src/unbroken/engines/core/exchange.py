@@ -32,7 +32,13 @@ from unbroken.engines.core.states import (
 )
 from unbroken.http.events import RequestHead
 from unbroken.http.forwarded import NOT_FORWARDED, Forwarded, read_forwarded
-from unbroken.http.response import LAST_CHUNK, Framing, ResponsePlan, encode_chunk
+from unbroken.http.response import (
+    LAST_CHUNK,
+    Framing,
+    ResponsePlan,
+    encode_chunk,
+    plan_response,
+)
 
 if TYPE_CHECKING:
     from unbroken.engines.core.connection import HTTPConnection, UpgradedStream
@@ -226,6 +232,17 @@ class Exchange:
             self.connection.exchange_ended(self)
             self.connection.close()
 
+    def time_out(self, limit: float) -> None:
+        """(loop) It ran past --request-timeout: answer 503 and close if nothing was sent
+        yet, else close (the response cannot be completed). What the app sends later is
+        dropped: the response has ended."""
+        if self.response is NOT_STARTED:
+            plan, body = timed_out_response(self, limit)
+            self.send(plan, body, end=True)
+            self.connection.close()
+        elif self.response is not RESPONSE_ENDED:
+            self.abort()
+
     def lost(self) -> None:
         """The client left before the response ended."""
         self.response = RESPONSE[self.response, CLIENT_LEFT]
@@ -238,3 +255,14 @@ class Exchange:
             self.keep_alive = False  # the app sent less than it announced
         self.connection.exchange_ended(self)
 
+
+
+def timed_out_response(exchange: Exchange, limit: float) -> tuple[ResponsePlan, bytes]:
+    """The 503 for a request past --request-timeout; it closes the connection."""
+    body = f"503 Service Unavailable: the request ran past {limit:g}s\n".encode()
+    plan = plan_response(
+        503, b"Service Unavailable",
+        [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+        request_method=exchange.head.method, request_version=exchange.head.version,
+        date_field=exchange.server.date_field(), length_hint=len(body))
+    return plan, body

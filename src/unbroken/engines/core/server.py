@@ -314,6 +314,15 @@ class CoreCounters:
         """For the drain watchdog: what exiting now would cut."""
         return still_running(list(self._server._connections), time.time())
 
+    def overdue(self, limit: float) -> list[Exchange]:
+        """For --request-timeout's thread: requests running for more than `limit`
+        seconds, not answered yet in full (read under the GIL from another thread)."""
+        now = time.time()
+        return [connection.current for connection in list(self._server._connections)
+                if connection.current is not None and connection.state is SERVING
+                and connection.current.response is not RESPONSE_ENDED
+                and now - connection.current.started > limit]
+
     @property
     def requests_served(self) -> int:
         return self._server.requests_served

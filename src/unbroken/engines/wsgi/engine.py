@@ -68,6 +68,7 @@ class WSGIEngine(CoreCounters):
         # The drain watchdog's view of inline calls (worker/main.py InlineCalls).
         self.in_app = False
         self.held = False
+        self.inline_exchange: Exchange | None = None  # the one `in_app` is about
         self._submitted = 0  # written by the loop thread only
         self._finished = 0  # written by the pool's one thread only (when inline is on)
 

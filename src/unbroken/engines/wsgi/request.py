@@ -150,6 +150,7 @@ class WSGIRequest:
             engine.submit(self)  # keeps one request at a time, in order; bodies may block
             return
         self._on_loop = True
+        engine.inline_exchange = self._exchange
         engine.in_app = True
         result: Iterable[bytes] | None = None
         try:

@@ -16,11 +16,13 @@ from fakes import SETTINGS, Echo, EchoHandler, wire
 from unbroken.engines.core.connection import LINGER_TIMEOUT, READ_HIGH_WATER
 from unbroken.engines.core.exchange import Exchange
 from unbroken.engines.core.states import ConnectionState
+from unbroken.http.response import plan_response
 
 HEADER, KEEP_ALIVE, BODY = (SETTINGS.header_timeout, SETTINGS.keep_alive_timeout,
                             SETTINGS.body_timeout)
 TICK = 1e-6
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+DATE = b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 POST_HEAD = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"
 
 
@@ -231,3 +233,33 @@ def test_bytes_that_end_no_request_begin_a_head() -> None:
                 w.send(piece)
                 assert w.connection.state in (ConnectionState.IN_HEAD, ConnectionState.CLOSING,
                                               ConnectionState.SERVING), piece
+
+
+def test_a_request_past_its_timeout_gets_503_and_what_the_app_sends_later_is_dropped() -> None:
+    handler = EchoHandler(read_body=False)  # the app has not answered yet
+    with wire(handler) as w:
+        w.send(POST_HEAD)
+        exchange = handler.exchanges[0]
+        exchange.time_out(30)
+        answer = w.transport.take()
+        assert status_line(answer) == b"HTTP/1.1 503 Service Unavailable"
+        assert b"connection: close\r\n" in answer
+        assert answer.endswith(b"the request ran past 30s\n")
+        Echo(exchange, handler).answer()  # the app comes back, too late
+        assert w.transport.take() == b""
+        # its body was never read: the core lingers (EOF sent, input swallowed), then aborts
+        assert w.connection.state is ConnectionState.CLOSING and w.transport.eof_written
+        w.advance(LINGER_TIMEOUT)
+        assert w.transport.aborted
+
+
+def test_a_request_past_its_timeout_mid_response_is_closed() -> None:
+    handler = EchoHandler(read_body=False)
+    with wire(handler) as w:
+        w.send(POST_HEAD)
+        exchange = handler.exchanges[0]
+        exchange.send(plan_response(200, b"OK", [], request_method=b"POST",
+                                    request_version="1.1", date_field=DATE), b"part", False)
+        w.transport.take()
+        exchange.time_out(30)
+        assert w.transport.take() == b"" and w.connection.state is ConnectionState.CLOSING
