@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def nworkers_changed(server, new_value, old_value):
     _say("nworkers_changed", os.getpid(), new_value, old_value)
 
 
+def pre_request(worker, req):
+    _say("pre_request", os.getpid(), req.method, req.path, dict(req.headers).get("X-HOOK"))
+
+
+def post_request(worker, req, environ, resp):
+    _say("post_request", os.getpid(), req.path, environ["PATH_INFO"], resp.status_code)
+
+
 def on_exit(server):
     _say("on_exit", os.getpid())
 '''
@@ -96,6 +105,14 @@ def test_each_hook_is_called_at_its_moment_in_its_process(
     for pid in first:  # in the worker, before the app is imported; then after it
         assert ["post_fork", str(pid), "True", "False"] in _lines(log)
         assert ["post_worker_init", str(pid), "True"] in _lines(log)
+
+    request = urllib.request.Request(f"http://127.0.0.1:{service.port}/hello?x=1",
+                                     headers={"X-Hook": "seen"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        served_by = response.read().split()[1].decode()  # "v1 <pid>"
+    assert ["pre_request", served_by, "GET", "/hello", "seen"] in _lines(log)
+    wait_until(lambda: ["post_request", served_by, "/hello", "/hello", "200"] in _lines(log),
+               timeout=5, message="post_request after the response")
 
     write_release(releases, "v2")
     point_current(releases, "v2")

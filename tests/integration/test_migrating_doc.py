@@ -194,10 +194,10 @@ def test_a_gunicorn_k_prints_its_note_once_and_a_bad_file_is_one_line_exit_2(
         "unbroken: uWSGI ini file uwsgi.ini: line 3: socket: speaks the uwsgi protocol; "
         "unbroken speaks HTTP: use http-socket, and proxy_pass instead of uwsgi_pass in nginx"]
     (tmp_path / "gunicorn.conf.py").write_text("wsgi_app = 'app:app'\n\n"
-                                               "def pre_request(worker, req):\n    pass\n")
+                                               "def worker_abort(worker):\n    pass\n")
     hooked = _unbroken("check", "-c", "gunicorn.conf.py", cwd=tmp_path)
     assert hooked.returncode == 2
     assert hooked.stderr.splitlines() == [
-        "unbroken: gunicorn config file gunicorn.conf.py: line 3: pre_request: hook "
-        "pre_request is recognised but not yet supported (unbroken will call it in the "
+        "unbroken: gunicorn config file gunicorn.conf.py: line 3: worker_abort: hook "
+        "worker_abort is recognised but not yet supported (unbroken will call it in the "
         "worker); remove it for now, see issue 16"]

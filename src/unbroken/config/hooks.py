@@ -80,7 +80,8 @@ NEVER: dict[str, str] = {
 # The hooks the master and the worker call (master/hooks.py, worker/hooks.py).
 WIRED: frozenset[str] = frozenset({
     "on_starting", "when_ready", "on_reload", "pre_fork", "child_exit", "nworkers_changed",
-    "on_exit", "post_fork", "post_worker_init", "worker_int", "worker_exit",
+    "on_exit", "post_fork", "post_worker_init", "worker_int", "worker_exit", "pre_request",
+    "post_request",
 })
 
 

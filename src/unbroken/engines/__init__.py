@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from unbroken.http.events import RequestHead
     from unbroken.observability.cuts import CutRequest
 
 SECONDS = 1.0
@@ -55,6 +56,18 @@ class EngineSettings:
     forwarded_allow_ips: str = "127.0.0.1,::1"
     # Every connection starts with a PROXY protocol header (http/proxy_protocol.py).
     proxy_protocol: bool = False
+
+
+class RequestHooks(Protocol):
+    """Called around each request by the engine that runs it (gunicorn's pre_request and
+    post_request, from a config file's hooks: worker/hooks.py), on the thread that runs
+    the app. `environ` is the WSGI environ, or the ASGI scope. A `before` that raises
+    fails the request as the app would (500); an `after` that raises is logged."""
+
+    def before(self, head: RequestHead, environ: dict[str, Any]) -> None: ...
+
+    def after(self, head: RequestHead, environ: dict[str, Any], status: int,
+              headers: list[tuple[bytes, bytes]]) -> None: ...
 
 
 class Engine(Protocol):

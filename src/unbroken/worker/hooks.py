@@ -12,9 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from unbroken.config.hooks import Hook, ServerStandIn, WorkerStandIn
+
+if TYPE_CHECKING:
+    from unbroken.http.events import RequestHead
 
 hook_log = logging.getLogger("unbroken.hooks")
 log = logging.getLogger("unbroken.worker")
@@ -46,8 +51,62 @@ class WorkerHooks:
     def exiting(self) -> None:
         self._quietly("worker_exit", self.server, self.worker)
 
+    @property
+    def around_requests(self) -> bool:
+        return "pre_request" in self.functions or "post_request" in self.functions
+
+    # The engine's RequestHooks (engines/__init__.py), on the app's thread.
+    def before(self, head: RequestHead, environ: dict[str, Any]) -> None:
+        function = self.functions.get("pre_request")
+        if function is not None:
+            function(self.worker, RequestStandIn.of(head))
+
+    def after(self, head: RequestHead, environ: dict[str, Any], status: int,
+              headers: list[tuple[bytes, bytes]]) -> None:
+        function = self.functions.get("post_request")
+        if function is not None:
+            function(self.worker, RequestStandIn.of(head), environ,
+                     ResponseStandIn.of(status, headers))
+
     def _quietly(self, name: str, *arguments: Any) -> None:
         try:
             self._call(name, *arguments)
         except Exception:
             log.exception("worker %d: hook %s raised", os.getpid(), name)
+
+
+@dataclass
+class RequestStandIn:
+    """What pre_request and post_request get as `req` (gunicorn's Request): its common
+    parts, with header names upper-cased as gunicorn gives them."""
+
+    method: str
+    uri: str
+    path: str
+    query: str
+    version: tuple[int, int]
+    headers: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, head: RequestHead) -> RequestStandIn:
+        uri = head.target.decode("latin-1")
+        path, _, query = uri.partition("?")
+        major, _, minor = head.version.partition(".")
+        return cls(head.method.decode("latin-1"), uri, path, query, (int(major), int(minor)),
+                   [(name.decode("latin-1").upper(), value.decode("latin-1"))
+                    for name, value in head.headers])
+
+
+@dataclass
+class ResponseStandIn:
+    """What post_request gets as `resp`."""
+
+    status: str
+    status_code: int
+    headers: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, status: int, headers: list[tuple[bytes, bytes]]) -> ResponseStandIn:
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        return cls(f"{status} {reason}".strip(), status,
+                   [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers])

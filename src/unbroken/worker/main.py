@@ -420,6 +420,8 @@ def main() -> NoReturn:
     try:
         engine_class = load_engine(worker_class)
         engine = engine_class(app, spec.engine, loop)
+        if hooks is not None and hooks.around_requests:
+            engine.request_hooks = hooks  # pre_request, post_request
         runtime = WorkerRuntime(spec, channel, engine, loop, hooks)
         # Serving now: the master's death is noticed through the channel instead.
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)

@@ -21,7 +21,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from unbroken.engines import EngineSettings
+from unbroken.engines import EngineSettings, RequestHooks
 from unbroken.engines.asgi.http import ASGIApp, HTTPCycle
 from unbroken.engines.asgi.lifespan import Lifespan
 from unbroken.engines.asgi.no_websocket import refuse_websocket, wsproto_missing
@@ -43,6 +43,7 @@ class ASGIEngine(CoreCounters):
 
     def __init__(self, app: ASGIApp, settings: EngineSettings, loop: asyncio.AbstractEventLoop):
         self.app = app
+        self.request_hooks: RequestHooks | None = None  # set by the worker, if any
         self.loop = loop
         self.settings = settings
         self.lifespan = Lifespan(app, loop)
@@ -103,5 +104,7 @@ class ASGIEngine(CoreCounters):
         else:
             listener = HTTPCycle(exchange, self.loop)
             scope = http_scope(exchange, scheme, state)
-        self._tasks[listener] = self.loop.create_task(listener.run(app, scope, self._tasks))
+        task = (listener.run(app, scope, self._tasks, self.request_hooks)
+                if isinstance(listener, HTTPCycle) else listener.run(app, scope, self._tasks))
+        self._tasks[listener] = self.loop.create_task(task)
         return listener

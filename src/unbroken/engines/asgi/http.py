@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
+from unbroken.engines import RequestHooks
 from unbroken.engines.core.exchange import Exchange
 from unbroken.errors import UnbrokenError
 from unbroken.http.response import plan_response
@@ -191,9 +192,12 @@ class HTTPCycle(WriteBackPressure):
 
     # -------------------------------------------------------------- running
 
-    async def run(self, app: ASGIApp, scope: dict[str, Any], running: dict[object, Any]) -> None:
+    async def run(self, app: ASGIApp, scope: dict[str, Any], running: dict[object, Any],
+                  hooks: RequestHooks | None = None) -> None:
         """Run the app for this request; remove self from `running` when it returns."""
         try:
+            if hooks is not None:
+                hooks.before(self._exchange.head, scope)
             await app(scope, self.receive, self.send)
         except ClientDisconnected:
             pass
@@ -212,6 +216,14 @@ class HTTPCycle(WriteBackPressure):
             self._complete = True
         finally:
             running.pop(self, None)
+            if hooks is not None:
+                self._after(hooks, scope)
+
+    def _after(self, hooks: RequestHooks, scope: dict[str, Any]) -> None:
+        try:
+            hooks.after(self._exchange.head, scope, self._status or 500, list(self._headers or ()))
+        except Exception:
+            error_log.exception("post_request hook failed")
 
     def _fail(self) -> None:
         """Answer 500 if nothing was sent yet; otherwise the response is broken: close."""

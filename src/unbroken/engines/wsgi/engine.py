@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from unbroken.engines import EngineSettings
+from unbroken.engines import EngineSettings, RequestHooks
 from unbroken.engines.core.access_log import AccessLog
 from unbroken.engines.core.exchange import Exchange, ExchangeListener
 from unbroken.engines.core.server import ConnectionServer, CoreCounters, HandOver
@@ -69,6 +69,7 @@ class WSGIEngine(CoreCounters):
         self.in_app = False
         self.held = False
         self.inline_exchange: Exchange | None = None  # the one `in_app` is about
+        self.request_hooks: RequestHooks | None = None  # set by the worker, if any
         self._submitted = 0  # written by the loop thread only
         self._finished = 0  # written by the pool's one thread only (when inline is on)
 

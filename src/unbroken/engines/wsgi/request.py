@@ -70,6 +70,7 @@ class WSGIRequest:
         self._head_sent = False
         self._buffered = 0  # body bytes received and not yet read by the app
         self._reading_ahead = False  # rule 1: the app waits for the body, not vice versa
+        self._environ: dict[str, Any] | None = None  # kept only for the request hooks
 
     def use_pool(self) -> None:
         """(loop) Before a pool thread takes over: it waits for room through a gate."""
@@ -166,6 +167,7 @@ class WSGIRequest:
             try:
                 if result is not None:
                     self._close(result)
+                    self._after()
             finally:
                 engine.in_app = False
                 if engine.held:  # the drain watchdog is taking over (worker/main.py)
@@ -191,6 +193,7 @@ class WSGIRequest:
             self._failed(error)
         finally:
             self._close(result)
+        self._after()
 
     # ----------------------------------------------------- application thread
 
@@ -203,13 +206,29 @@ class WSGIRequest:
                 self._close(result)
         except Exception as error:
             self._failed(error)
+        self._after()
 
     # ------------------------------------------------------------ either thread
 
     def _call_app(self) -> Iterable[bytes]:
         environ = self._engine.environ_for(self._exchange)
         environ["wsgi.input"] = self.body
+        hooks = self._engine.request_hooks
+        if hooks is not None:
+            self._environ = environ
+            hooks.before(self._exchange.head, environ)
         return self._engine.app(environ, self.start_response)
+
+    def _after(self) -> None:
+        """(the app's thread, the response over) The post_request hook, if any."""
+        hooks = self._engine.request_hooks
+        if hooks is None or self._environ is None:
+            return
+        try:
+            code = self._status[0] if self._status is not None else 500
+            hooks.after(self._exchange.head, self._environ, code, self._headers)
+        except Exception:
+            error_log.exception("post_request hook failed")
 
     def _failed(self, error: Exception) -> None:
         """(in an `except` block) The app or its response failed: log, then answer 500 or
