@@ -98,6 +98,11 @@ def activate(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     with host_lock(layout):
         journal = _journal(layout, deploy_id)
+        if journal is not None and journal["state"] in ("reverted", "rolled back"):
+            # The orchestrator rolled this host back before this switch got the lock (an
+            # interrupt right as the switch was sent, a slow host): never switch after it.
+            raise AgentError(f"deploy {deploy_id} was already rolled back on this host; "
+                             "not switching")
         if journal is None:
             journal = {"deploy_id": deploy_id, "release": release_id,
                        "before": {"current": link_target(layout.current),
@@ -252,7 +257,18 @@ def rollback(layout: Layout, args: dict[str, Any]) -> dict[str, Any]:
     with host_lock(layout):
         journal = _journal(layout, args["deploy_id"])
         if journal is None or journal["state"] in ("reverted", "rolled back", "switching"):
-            if journal and journal["state"] == "switching":
+            if journal is None:
+                # No switch began here yet, but one may still be on its way (sent just
+                # before the interrupt; its process not yet started): leave a fence, so
+                # that it refuses instead of switching after this rollback.
+                current = link_target(layout.current)
+                journal = {"deploy_id": args["deploy_id"], "release": None,
+                           "before": {"current": current,
+                                      "previous": link_target(layout.previous)},
+                           "state": "reverted", "confirmed": True, "started": time.time(),
+                           "confirm_timeout": 0.0}
+                _save(layout, journal)
+            elif journal["state"] == "switching":
                 # cut off before `current` moved: nothing to undo, say so for good
                 journal["state"] = "reverted"
                 _save(layout, journal)

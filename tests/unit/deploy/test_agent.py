@@ -124,3 +124,20 @@ def test_the_agent_answers_json_even_for_a_bad_request() -> None:
     assert ran.returncode == 1
     answer = json.loads(ran.stdout.strip().splitlines()[-1])
     assert answer["ok"] is False and "bad request" in answer["error"]
+
+
+def test_a_rollback_before_the_switch_began_fences_it_off(layout: Layout) -> None:
+    """An interrupt right as a switch was sent: the rollback can reach the host before
+    the switch's own process takes the host lock (seen once under load: the host then
+    switched after its rollback and stayed alone on the new release). The rollback
+    leaves a fence; the late switch refuses and changes nothing."""
+    from unbroken.deploy.switch import activate, rollback
+
+    os.makedirs(os.path.dirname(layout.manifest("r2")), exist_ok=True)
+    Path(layout.manifest("r2")).write_text("{}")
+    answer = rollback(layout, {"deploy_id": "d9", "release": ""})
+    assert answer == {"changed": False, "release": None}
+    with pytest.raises(AgentError, match="deploy d9 was already rolled back on this host"):
+        activate(layout, {"release": "r2", "deploy_id": "d9", "confirm_timeout": 30})
+    assert link_target(layout.current) is None  # never switched
+    assert read_json(layout.journal("d9"))["state"] == "reverted"
