@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from unbroken.engines.core.exchange import Exchange
     from unbroken.http.events import RequestHead
     from unbroken.observability.cuts import CutRequest
+    from unbroken.observability.latency import ResponseStats
 
 SECONDS = 1.0
 KIB = 1024
@@ -88,6 +92,19 @@ class Engine(Protocol):
     @property
     def connections(self) -> int: ...
 
+    @property
+    def response_stats(self) -> ResponseStats:
+        """Status classes and latencies so far, for the heartbeat (and the metrics)."""
+        ...
+
+    @property
+    def cut_requests(self) -> list[CutRequest]:
+        """After `drain`: the requests its deadline cut."""
+        ...
+
+    # Called around each request when a config file defines pre_request/post_request.
+    request_hooks: RequestHooks | None
+
     async def startup(self) -> None:
         """Run the app's startup hooks (ASGI lifespan; nothing for WSGI). Raising fails
         the boot exactly like an import error."""
@@ -130,6 +147,10 @@ class Engine(Protocol):
         """The requests running now (safe to read while the loop is stuck)."""
         ...
 
+    def overdue(self, limit: float) -> list[Exchange]:
+        """Requests running for more than `limit` seconds (--request-timeout's thread)."""
+        ...
+
     def reopen_logs(self) -> None: ...
 
 
@@ -140,7 +161,10 @@ ENGINES: dict[str, str] = {
 }
 
 
-def load_engine(name: str) -> Any:
+EngineFactory = Callable[[Any, EngineSettings, "asyncio.AbstractEventLoop"], Engine]
+
+
+def load_engine(name: str) -> EngineFactory:
     """Return the engine class registered as `name` (imported on first use)."""
     try:
         target = ENGINES[name]
@@ -148,4 +172,5 @@ def load_engine(name: str) -> Any:
         known = ", ".join(sorted(ENGINES))
         raise LookupError(f"unknown worker class {name!r} (known: {known})") from None
     module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    factory: EngineFactory = getattr(importlib.import_module(module_name), attr)
+    return factory

@@ -20,7 +20,7 @@ import ssl
 import sys
 import time
 
-from unbroken.engines import load_engine
+from unbroken.engines import Engine, load_engine
 from unbroken.engines.core.tls import TLSError
 from unbroken.engines.detect import EngineMismatch, choose_engine
 from unbroken.worker.loader import AppNotFound, load_app
@@ -32,16 +32,16 @@ class CheckFailed(Exception):
     pass
 
 
-async def _boot(engine: object, health_path: str | None, scheme: str) -> list[str]:
+async def _boot(engine: Engine, health_path: str | None, scheme: str) -> list[str]:
     steps = []
-    await engine.startup()  # type: ignore[attr-defined]
+    await engine.startup()
     steps.append("startup ran")
     if health_path:
-        await engine.probe(health_path)  # type: ignore[attr-defined]
+        await engine.probe(health_path)
         steps.append(f"GET {health_path} answered 2xx in-process")
     listener = socket.create_server(("127.0.0.1", 0))
     try:
-        await engine.start([listener])  # type: ignore[attr-defined]
+        await engine.start([listener])
         path = health_path or "/"
         port = listener.getsockname()[1]
         status = await asyncio.get_running_loop().run_in_executor(
@@ -51,7 +51,7 @@ async def _boot(engine: object, health_path: str | None, scheme: str) -> list[st
             raise CheckFailed(f"GET {path} over a socket answered {status}, wanted {wanted}")
         steps.append(f"GET {path} over a socket answered {status}")
     finally:
-        await engine.drain(time.monotonic() + 5)  # type: ignore[attr-defined]  # lifespan too
+        await engine.drain(time.monotonic() + 5)  # lifespan shutdown too
         listener.close()
     return steps
 

@@ -22,9 +22,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
-from unbroken.engines import load_engine
+from unbroken.engines import Engine, load_engine
 from unbroken.engines.core.tls import TLSError
 from unbroken.engines.detect import EngineMismatch, choose_engine
 from unbroken.logs import configure_logging
@@ -69,6 +69,11 @@ class InlineCalls(Protocol):
 
     in_app: bool  # the loop thread is inside an application call
     held: bool  # the watchdog is taking over: the loop must not go on when it returns
+
+
+def inline_calls(engine: Engine) -> InlineCalls | None:
+    """The engine's inline-call flags, if it calls the app on the loop thread."""
+    return cast(InlineCalls, engine) if getattr(engine, "inline", False) else None
 
 
 class DeadlineKeeper:
@@ -201,7 +206,7 @@ def _rss_kib() -> int:
 class WorkerRuntime:
     """Drives one engine: signals, heartbeats, the lifeline to the master, drain."""
 
-    def __init__(self, spec: WorkerSpec, channel: WorkerEnd, engine: Any,
+    def __init__(self, spec: WorkerSpec, channel: WorkerEnd, engine: Engine,
                  loop: asyncio.AbstractEventLoop, hooks: WorkerHooks | None = None) -> None:
         self.spec = spec
         self.hooks = hooks
@@ -255,7 +260,7 @@ class WorkerRuntime:
         await self.engine.drain(deadline, self._hand_over)  # still heartbeating: counted
         stop_beating.set()
         self.deadline.finished()
-        self._report_cut(getattr(self.engine, "cut_requests", []))
+        self._report_cut(self.engine.cut_requests)
         self._beat()  # last words: what it served since the last heartbeat
         if self.hooks is not None:
             self.hooks.exiting()
@@ -306,8 +311,8 @@ class WorkerRuntime:
                         # A loop stuck in a timed-out request can finish nothing: at once.
                         stuck = self.request_timeout is not None and self.request_timeout.stuck
                         self.drain_deadline = time.monotonic() + (0 if stuck else message.timeout)
-                        inline = self.engine if getattr(self.engine, "inline", False) else None
-                        self.deadline.watch(self.drain_deadline, self._end_stuck_drain, inline)
+                        self.deadline.watch(self.drain_deadline, self._end_stuck_drain,
+                                            inline_calls(self.engine))
                     self._call(self._drain, message.timeout)
                 else:
                     self._call(self._park, message)
@@ -369,7 +374,7 @@ class WorkerRuntime:
 
     def _beat(self) -> None:
         engine = self.engine
-        stats = getattr(engine, "response_stats", None)  # engines without it: defaults
+        stats = engine.response_stats
         self.channel.send(Heartbeat(engine.requests_served, engine.in_flight,
                                     engine.connections, _rss_kib(),
                                     **(stats.heartbeat_fields() if stats else {})))
