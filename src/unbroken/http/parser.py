@@ -294,6 +294,10 @@ class RequestParser:
         self._m.target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp drops the OWS before a value but hands over the OWS after it, which is
+        # no more part of the value (RFC 9112 §5): `Host: h ` names the host `h`.
+        # rstrip returns the same object when there is nothing to strip.
+        value = value.rstrip(b" \t")
         message = self._m
         if message.head_done:
             self._on_trailer(name, value)
