@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from parser_harness import CORPUS_DIR, LIMITS, load_module, normalise, parse, splits
+from parser_harness import (
+    CORPUS_DIR,
+    LIMITS,
+    load_module,
+    normalise,
+    parse,
+    parse_under_every_split,
+    splits,
+)
 
 from unbroken.http.events import MessageComplete, RequestHead, RequestRejected
 from unbroken.http.parser import ParserLimits, RequestParser
@@ -166,11 +174,64 @@ def test_declared_body_over_the_cap_is_413_before_any_body() -> None:
     assert parse([ok], limits)[-1] == MessageComplete()
 
 
-def test_chunked_body_over_the_cap_is_413() -> None:
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunked_body_over_the_cap_is_413_at_the_size_that_crosses_it() -> None:
     limits = limited(max_body_size=10)
-    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-    raw = head + b"6\r\nxxxxxx\r\n" * 2
-    assert parse([raw], limits)[-1] == ("rejected", 413)
+    raw = CHUNKED_HEAD + b"6\r\nxxxxxx\r\n" * 2
+    # The same body bytes before the refusal under every split (rule 2): the second
+    # size line announces the byte over the cap, so its data never reaches the app.
+    events = parse_under_every_split(raw, limits)
+    assert events[1:] == [b"xxxxxx", ("rejected", 413)]
+    ok = CHUNKED_HEAD + b"6\r\nxxxxxx\r\n4\r\nxxxx\r\n0\r\n\r\n"
+    assert parse_under_every_split(ok, limits)[-1] == MessageComplete()
+
+
+def chunked_with_extension(length: int) -> bytes:
+    return CHUNKED_HEAD + b"1;" + b"e" * (length - 1) + b"\r\nx\r\n0\r\n\r\n"
+
+
+def test_chunk_extension_limit_is_exact() -> None:
+    limits = limited(chunk_extensions=10)
+    assert status_for(chunked_with_extension(10), limits) is None
+    assert status_for(chunked_with_extension(11), limits) == 400
+    # Counted over the whole message: 3 + 3 + 4 fits, one byte more does not.
+    three = b"1;ab\r\nx\r\n"
+    assert status_for(CHUNKED_HEAD + three * 2 + b"0;abc\r\n\r\n", limits) is None
+    assert status_for(CHUNKED_HEAD + three * 2 + b"0;abcd\r\n\r\n", limits) == 400
+
+
+def test_chunk_extension_limit_fires_before_the_line_ends() -> None:
+    parser = RequestParser(limited(chunk_extensions=100))
+    events = normalise(parser.feed(CHUNKED_HEAD + b"1;" + b"e" * 500))
+    assert events[-1] == ("rejected", 400)
+
+
+def test_chunk_metadata_is_bounded_even_with_a_body_byte_in_each_chunk() -> None:
+    # The old count restarted at every body byte: 1 byte of data per chunk let the
+    # extensions of one message grow without end.
+    chunk = b"1;" + b"e" * 1000 + b"\r\nx\r\n"
+    events = parse_under_every_split(CHUNKED_HEAD + chunk * 5)
+    assert events[-1] == ("rejected", 400)
+    assert events[1] == b"xxxx"  # four chunks fit in 4 KiB, the fifth's extension does not
+
+
+def test_trailer_section_limit_is_exact() -> None:
+    limits = limited(header_block=100, field_size=200)
+    field = b"X: " + b"v" * 95 + b"\r\n"  # 100 bytes with its CRLF
+    assert status_for(CHUNKED_HEAD + b"0\r\n" + field + b"\r\n", limits) is None
+    bigger = b"X: " + b"v" * 96 + b"\r\n"
+    assert status_for(CHUNKED_HEAD + b"0\r\n" + bigger + b"\r\n", limits) == 431
+
+
+def test_twenty_thousand_one_byte_chunks_then_a_pipelined_get() -> None:
+    raw = CHUNKED_HEAD + b"1\r\nx\r\n" * 20000 + b"0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    for pieces in ([raw], [raw[i : i + 4096] for i in range(0, len(raw), 4096)]):
+        events = parse(pieces)
+        assert events[1] == b"x" * 20000
+        assert isinstance(events[3], RequestHead) and events[3].target == b"/next"
+        assert events[2::2] == [MessageComplete(), MessageComplete()]
 
 
 def test_huge_trailers_are_431() -> None:
