@@ -101,6 +101,7 @@ class ChunkedFraming:
     body: int = 0  # data bytes the chunk sizes announced so far
     trailer_line: int = 0  # bytes of the current trailer line before its LF
     trailer_bytes: int = 0
+    problem: HTTPError | None = None  # the first trailer refused, told at the end
 
 
 @dataclass(slots=True)
@@ -430,6 +431,11 @@ class RequestParser:
         self._m.target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # httptools calls this when the *next* field starts (or the head ends), and how
+        # soon llhttp reports that start depends on where a `feed` ended; so nothing here
+        # may refuse the request, or a bad line after a bad field would give one status
+        # or another depending on the split. Fields are judged at on_headers_complete,
+        # trailers at on_message_complete: bytes that never depend on the split.
         # llhttp drops the OWS before a value but hands over the OWS after it, which is
         # no more part of the value (RFC 9112 §5): `Host: h ` names the host `h`.
         # rstrip returns the same object when there is nothing to strip.
@@ -449,8 +455,7 @@ class RequestParser:
         if name == b"host":
             message.host = value
         elif name == b"transfer-encoding":
-            rules.check_transfer_encoding(value)
-            message.chunked = True
+            message.chunked = True  # its value is judged in on_headers_complete
         elif name == b"content-length":
             message.content_length = int(value)
         elif name == b"expect":
@@ -461,12 +466,19 @@ class RequestParser:
             message.forwarded = True
 
     def _on_trailer(self, name: bytes, value: bytes) -> None:
-        rules.check_trailer(name)
+        """Judge a trailer field, but refuse only at the message's end (see on_header)."""
+        framing = self._m.framing
+        if framing is None or framing.problem is not None:
+            return
         self._m.trailer_fields += 1
-        if self._m.trailer_fields > self._limits.fields:
-            raise HeaderFieldsTooLarge("too many trailer fields")
-        if len(name) + len(value) + 2 > self._limits.field_size:
-            raise HeaderFieldsTooLarge("trailer field too large")
+        try:
+            rules.check_trailer(name)
+            if self._m.trailer_fields > self._limits.fields:
+                raise HeaderFieldsTooLarge("too many trailer fields")
+            if len(name) + len(value) + 2 > self._limits.field_size:
+                raise HeaderFieldsTooLarge("trailer field too large")
+        except HTTPError as error:
+            framing.problem = error
 
     def on_headers_complete(self) -> None:
         message = self._m
@@ -479,6 +491,10 @@ class RequestParser:
         # The checks below are rules.py's; each is called only when its cheap
         # common-case test (HTTP/1.1, origin-form, one Host, nothing else) fails.
         if version != "1.1" or message.chunked:
+            if message.chunked:
+                for name, value in message.headers:
+                    if name == b"transfer-encoding":
+                        rules.check_transfer_encoding(value)
             rules.check_version(version, message.chunked)
         if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
             rules.check_target(method, target)
@@ -534,8 +550,11 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         framing = self._m.framing
-        if framing is not None and framing.state != _BLANK_LINE:
-            raise BadRequest("chunked message ended where its framing says it does not")
+        if framing is not None:
+            if framing.state != _BLANK_LINE:
+                raise BadRequest("chunked message ended where its framing says it does not")
+            if framing.problem is not None:
+                raise framing.problem
         self._events.append(MESSAGE_COMPLETE)
         self.phase = Phase.HEAD if self._m.keep_alive else Phase.CLOSED
         self._reset_message()
