@@ -16,6 +16,9 @@ Rules this module keeps:
    trailers), which is what finds its end and the byte where a limit is crossed.
 4. An error never discards the events before it: a valid request followed by
    garbage yields the request, then `RequestRejected`.
+5. Nothing is refused from `on_header`: httptools calls it only when the next field
+   starts, which llhttp reports early or late depending on where a `feed` ended. A
+   field is judged when the head ends, a trailer when the message ends.
 """
 
 from __future__ import annotations
@@ -431,11 +434,8 @@ class RequestParser:
         self._m.target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # httptools calls this when the *next* field starts (or the head ends), and how
-        # soon llhttp reports that start depends on where a `feed` ended; so nothing here
-        # may refuse the request, or a bad line after a bad field would give one status
-        # or another depending on the split. Fields are judged at on_headers_complete,
-        # trailers at on_message_complete: bytes that never depend on the split.
+        # Rule 5: nothing here refuses the request (a refused coding followed by a bad
+        # line gave 501 or 400 by the split).
         # llhttp drops the OWS before a value but hands over the OWS after it, which is
         # no more part of the value (RFC 9112 §5): `Host: h ` names the host `h`.
         # rstrip returns the same object when there is nothing to strip.
@@ -468,7 +468,7 @@ class RequestParser:
     def _on_trailer(self, name: bytes, value: bytes) -> None:
         """Judge a trailer field, but refuse only at the message's end (see on_header)."""
         framing = self._m.framing
-        if framing is None or framing.problem is not None:
+        if framing is not None and framing.problem is not None:
             return
         self._m.trailer_fields += 1
         try:
@@ -478,6 +478,8 @@ class RequestParser:
             if len(name) + len(value) + 2 > self._limits.field_size:
                 raise HeaderFieldsTooLarge("trailer field too large")
         except HTTPError as error:
+            if framing is None:
+                raise  # a chunked upgrade request, read as a head (see _enter_body_phase)
             framing.problem = error
 
     def on_headers_complete(self) -> None:
