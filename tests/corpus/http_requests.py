@@ -124,6 +124,8 @@ INVALID: list[tuple[str, bytes, int]] = [
     ("chunk size with 17 digits", CHUNKED + b"0000000000000000A\r\n0123456789\r\n0\r\n\r\n", 400),
     # line syntax
     ("bare LF line endings", b"GET / HTTP/1.1\nHost: example.com\n\n", 400),
+    ("bare LF before the request line", b"\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),  # found by atheris
+    ("CRLF then bare LF before the request line", b"\r\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("bare CR in header line", b"GET / HTTP/1.1\r\nHost: example.com\rX: y\r\n\r\n", 400),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n", 400),
     ("space before colon", b"GET / HTTP/1.1\r\n" + H + b"X-Bad : a\r\n\r\n", 400),

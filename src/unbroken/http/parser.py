@@ -277,6 +277,10 @@ class RequestParser:
                 raise HeaderFieldsTooLarge("header block too large")
             return False
         if self._m.lines == 0:
+            if length == 0:
+                # llhttp skips a bare LF here; we refuse bare LF everywhere (the whole-head
+                # path refuses it too, so the split cannot change the verdict).
+                raise BadRequest("bare LF before the request line")
             self._m.leading_bytes += length + 1
             if self._m.leading_bytes > MAX_LEADING_BLANK_BYTES:
                 raise BadRequest("too many blank lines before the request line")
