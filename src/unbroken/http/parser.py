@@ -222,9 +222,9 @@ class RequestParser:
         blank = data.find(b"\r\n\r\n", start)
         if blank == -1 or blank + 4 - start > self._whole_head_limit:
             return None
-        line_end = data.find(b"\r\n", start)
-        if line_end == start:
-            return None  # blank lines before the request line: the scanner's case
+        line_end = data.find(b"\n", start) - 1  # at the request line's CR, if it has one
+        if line_end <= start:
+            return None  # a blank line (or a bare LF) before the request line: the scanner's
         self._m.request_line = line_end - start
         stop = blank + 4
         if data.count(b"\n", start, stop) > self._limits.fields + 2:
@@ -279,7 +279,7 @@ class RequestParser:
         if self._m.lines == 0:
             if length == 0:
                 # llhttp skips a bare LF here; we refuse bare LF everywhere (the whole-head
-                # path refuses it too, so the split cannot change the verdict).
+                # path leaves any leading blank line to this scanner, for one verdict).
                 raise BadRequest("bare LF before the request line")
             self._m.leading_bytes += length + 1
             if self._m.leading_bytes > MAX_LEADING_BLANK_BYTES:
