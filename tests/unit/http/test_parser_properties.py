@@ -148,6 +148,17 @@ def test_generated_requests_parse_the_same_under_any_split(data: st.DataObject) 
     assert parse(pieces) == reference
 
 
+# Pieces of HTTP/1.1, so that "arbitrary" bytes often come close to a request.
+FRAGMENTS = [
+    b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b";", b"=", b",", b"\x00", b"\xff", b"GET",
+    b"POST", b"/", b"*", b"?", b"#", b"HTTP/1.1", b"HTTP/1.0", b"Host: a", b"Host:",
+    b"Transfer-Encoding: ", b"chunked", b"gzip", b"Content-Length: ", b"Expect: 100-continue",
+    b"Connection: close", b"Upgrade: x", b"0", b"1", b"5", b"a", b"F", b"00000000000000001",
+    b"\r\n\r\n", b"0\r\n\r\n", b"x" * 40,
+]  # fmt: skip
+soup = st.lists(st.sampled_from(FRAGMENTS) | st.binary(max_size=3), max_size=40).map(b"".join)
+
+
 @PROFILE
 @given(st.data())
 def test_arbitrary_bytes_give_events_never_exceptions(data: st.DataObject) -> None:
@@ -157,7 +168,7 @@ def test_arbitrary_bytes_give_events_never_exceptions(data: st.DataObject) -> No
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
     ]))  # fmt: skip
-    raw = prefix + data.draw(st.binary(max_size=300))
+    raw = prefix + data.draw(st.binary(max_size=300) | soup)
     whole = feed_all([raw])
     check_terminal_rejection(whole)
     pieces = data.draw(split(raw))
