@@ -126,6 +126,7 @@ INVALID: list[tuple[str, bytes, int]] = [
     ("bare LF line endings", b"GET / HTTP/1.1\nHost: example.com\n\n", 400),
     ("bare LF before the request line", b"\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),  # found by atheris
     ("bare LF before a head refused for its coding", b"\nGET /x.1\r\n" + H + b"Transfer-Encoding: chunkea\r\n\r\n", 400),
+    ("stray CR before a head refused for its coding", b"\r\r\n\nPOST /c HTTP/1.0\r\nTransfer-Encoding: chun2ed\r\n\r\n", 400),
     ("CRLF then bare LF before the request line", b"\r\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("bare CR in header line", b"GET / HTTP/1.1\r\nHost: example.com\rX: y\r\n\r\n", 400),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n", 400),

@@ -60,6 +60,8 @@ MAX_CHUNK_SIZE_DIGITS = 16
 _HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]*")
 # A whole size line with no extension: what nearly every client sends.
 _PLAIN_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+# The value of each byte as one hex digit, 0 for a byte that is not one.
+_ONE_HEX_DIGIT = [int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else 0 for b in range(256)]
 # Where a chunked message is: a size line, then (size > 0) its data and CRLF, and after
 # the size-0 line the trailer section, up to its blank line, the only byte llhttp may
 # end the message at.
@@ -223,8 +225,10 @@ class RequestParser:
         if blank == -1 or blank + 4 - start > self._whole_head_limit:
             return None
         line_end = data.find(b"\n", start) - 1  # at the request line's CR, if it has one
-        if line_end <= start:
-            return None  # a blank line (or a bare LF) before the request line: the scanner's
+        if line_end <= start or data[start] == 13:
+            # Blank lines, a bare LF or stray CRs before the request line: llhttp skips
+            # them, our scanner judges them, so they must always go to the scanner.
+            return None
         self._m.request_line = line_end - start
         stop = blank + 4
         if data.count(b"\n", start, stop) > self._limits.fields + 2:
@@ -350,12 +354,23 @@ class RequestParser:
         match = _PLAIN_SIZE_LINE.match
         limit = self._limits.max_body_size
         framed = framing.body
-        while (line := match(data, cursor, end)) is not None:
-            size = int(line[1], 16)
+        while True:
+            # A one-digit size line, the tiny-chunk case, without the regex.
+            if (
+                cursor + 3 <= end
+                and (size := _ONE_HEX_DIGIT[data[cursor]])
+                and data[cursor + 1] == 13
+                and data[cursor + 2] == 10
+            ):
+                line_end = cursor + 3
+            elif (line := match(data, cursor, end)) is not None:
+                size, line_end = int(line[1], 16), line.end()
+            else:
+                break
             if not size or (limit is not None and framed + size > limit):
                 break
             framed += size
-            after = line.end() + size + 2  # its data and the CRLF after them
+            after = line_end + size + 2  # its data and the CRLF after them
             if after > end:
                 framing.state = _CHUNK_DATA
                 framing.left = after - end
