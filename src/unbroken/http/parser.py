@@ -141,12 +141,13 @@ class RequestParser:
     def __init__(self, limits: ParserLimits) -> None:
         self._limits = limits
         self._whole_head_limit = min(limits.request_line, limits.field_size, limits.header_block)
+        self._whole_head_lines = limits.fields + 2  # the request line and the blank line
         self._http = httptools.HttpRequestParser(self)
         self.phase = Phase.HEAD
         self._events: list[Event] = []
         self._heads_parsed = 0
         self._valid_host: bytes | None = None
-        self._reset_message()
+        self._m = MessageState()  # replaced for each message
 
     # ------------------------------------------------------------------ feeding
 
@@ -231,7 +232,7 @@ class RequestParser:
             return None
         self._m.request_line = line_end - start
         stop = blank + 4
-        if data.count(b"\n", start, stop) > self._limits.fields + 2:
+        if data.count(b"\n", start, stop) > self._whole_head_lines:
             return None
         heads_before = self._heads_parsed
         self._execute(data, start, stop)
@@ -578,12 +579,9 @@ class RequestParser:
                 raise framing.problem
         self._events.append(MESSAGE_COMPLETE)
         self.phase = Phase.HEAD if self._m.keep_alive else Phase.CLOSED
-        self._reset_message()
+        self._m = MessageState()
 
     # ---------------------------------------------------------------- state
-
-    def _reset_message(self) -> None:
-        self._m = MessageState()
 
     @property
     def in_head(self) -> bool:
