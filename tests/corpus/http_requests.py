@@ -12,6 +12,11 @@ no bytes are copied from GPL material. Each INVALID entry is
 from __future__ import annotations
 
 H = b"Host: example.com\r\n"
+CHUNKED = b"POST /c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+# Chunk extensions: 4 KiB in total per message (ParserLimits.chunk_extensions). One
+# extension of `n` bytes, counted from after the size digits to before the CR:
+def ext(n: int) -> bytes:
+    return b";" + b"e" * (n - 1)
 
 VALID: list[tuple[str, bytes, list[tuple[bytes, bytes, bytes]]]] = [
     ("simple get", b"GET / HTTP/1.1\r\n" + H + b"\r\n", [(b"GET", b"/", b"")]),
@@ -43,6 +48,15 @@ VALID: list[tuple[str, bytes, list[tuple[bytes, bytes, bytes]]]] = [
      b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"4000\r\n" + b"x" * 16384 + b"\r\n" for _ in range(4))
      + b"0\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n",
      [(b"POST", b"/x", b"x" * 65536), (b"GET", b"/after", b"")]),
+    # chunk extensions, within the 4 KiB per message
+    ("chunk extensions, small", CHUNKED + b"1;a=b;c\r\nx\r\n2;q=\"quoted \\\" s\"\r\nyz\r\n0;last\r\n\r\n",
+     [(b"POST", b"/c", b"xyz")]),
+    ("chunk extensions, 4 KiB in one chunk", CHUNKED + b"1" + ext(4096) + b"\r\nx\r\n0\r\n\r\n",
+     [(b"POST", b"/c", b"x")]),
+    ("chunk extensions, 4 KiB over 64 chunks and the last", CHUNKED + b"".join(b"1" + ext(63) + b"\r\nx\r\n" for _ in range(64))
+     + b"0" + ext(64) + b"\r\n\r\n", [(b"POST", b"/c", b"x" * 64)]),
+    ("chunk size with 16 digits", CHUNKED + b"000000000000000A\r\n0123456789\r\n0000000000000000\r\n\r\n",
+     [(b"POST", b"/c", b"0123456789")]),
     ("tab in value", b"GET / HTTP/1.1\r\n" + H + b"X-T: a\tb\r\n\r\n", [(b"GET", b"/", b"")]),
     ("empty value", b"GET / HTTP/1.1\r\n" + H + b"X-Empty:\r\n\r\n", [(b"GET", b"/", b"")]),
     ("obs-text in value", b"GET / HTTP/1.1\r\n" + H + b"X-Latin: caf\xe9\r\n\r\n", [(b"GET", b"/", b"")]),
@@ -65,8 +79,14 @@ INVALID: list[tuple[str, bytes, int]] = [
      b"0\r\n\r\n", 400),
     ("TE and CL", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
      400),
+    # with CL too, llhttp's CL+TE refusal comes first (uvicorn answers the same; gunicorn 501)
     ("TE with leading comma", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: ,chunked\r\n"
-     b"Content-Length: 4\r\n\r\n", 501),
+     b"Content-Length: 4\r\n\r\n", 400),
+    ("TE with leading comma alone", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: ,chunked\r\n\r\n", 501),
+    # a refused coding followed by a malformed line: the same status under every split
+    # (httptools reports a field only when the next one starts)
+    ("TE gzip then a bad field name", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n"
+     b"a b: c\r\n\r\n", 400),
     ("TE gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 501),
     ("TE gzip, chunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
     ("TE chunked twice", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n"
@@ -95,8 +115,19 @@ INVALID: list[tuple[str, bytes, int]] = [
      b"0\r\nContent-Length: 5\r\n\r\n", 400),
     ("forbidden trailer Host", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
      b"0\r\nHost: evil\r\n\r\n", 400),
+    # chunk extensions over 4 KiB in total per message → 400
+    ("chunk extensions over 4 KiB in one chunk", CHUNKED + b"1" + ext(4097) + b"\r\nx\r\n0\r\n\r\n", 400),
+    ("chunk extensions over 4 KiB over many chunks", CHUNKED + b"".join(b"1" + ext(40) + b"\r\nx\r\n" for _ in range(103))
+     + b"0\r\n\r\n", 400),
+    ("chunk extensions over 4 KiB in the last chunk", CHUNKED + b"1;a\r\nx\r\n0" + ext(4095) + b"\r\n\r\n", 400),
+    ("chunk extension of 64 KiB (Go CVE-2023-39326)", CHUNKED + b"5;e=" + b"v" * 65536 + b"\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size with 17 digits", CHUNKED + b"0000000000000000A\r\n0123456789\r\n0\r\n\r\n", 400),
     # line syntax
     ("bare LF line endings", b"GET / HTTP/1.1\nHost: example.com\n\n", 400),
+    ("bare LF before the request line", b"\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),  # found by atheris
+    ("bare LF before a head refused for its coding", b"\nGET /x.1\r\n" + H + b"Transfer-Encoding: chunkea\r\n\r\n", 400),
+    ("stray CR before a head refused for its coding", b"\r\r\n\nPOST /c HTTP/1.0\r\nTransfer-Encoding: chun2ed\r\n\r\n", 400),
+    ("CRLF then bare LF before the request line", b"\r\n\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("bare CR in header line", b"GET / HTTP/1.1\r\nHost: example.com\rX: y\r\n\r\n", 400),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n", 400),
     ("space before colon", b"GET / HTTP/1.1\r\n" + H + b"X-Bad : a\r\n\r\n", 400),

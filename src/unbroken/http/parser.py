@@ -2,24 +2,29 @@
 
 Rules this module keeps:
 1. No leniency of llhttp is enabled; llhttp rejects bare LF, obs-fold, CL+TE, bad
-   chunk framing. We add what llhttp lacks: sizes (414/431/413) and the checks in
-   `rules.py`.
+   chunk framing. We add what llhttp lacks: sizes (414/431/413, and 400 for chunk
+   extensions over 4 KiB per message) and the checks in `rules.py`.
 2. Events do not depend on how bytes are split across `feed` calls (only `BodyData`
    boundaries may differ). To keep that true, a limit is judged at the exact byte
    that crosses it, and only the bytes *before* that byte are given to llhttp.
 3. llhttp consumes whatever it is given, including the next pipelined request. So
    we hand it one message at a time: the head up to its blank line, a
-   Content-Length body up to its length, a chunked body up to each `CRLFCRLF` (the
-   only place a chunked message can end). The head is therefore always seen by our
-   own line scanner first, which is what lets us bound its size before httptools
-   buffers a header value.
+   Content-Length body up to its length, a chunked body up to the end of its trailer
+   section. The head is therefore always seen by our own line scanner first, which
+   is what lets us bound its size before httptools buffers a header value; a chunked
+   body is read by our own framing reader alongside llhttp (sizes, extensions,
+   trailers), which is what finds its end and the byte where a limit is crossed.
 4. An error never discards the events before it: a valid request followed by
    garbage yields the request, then `RequestRejected`.
+5. Nothing is refused from `on_header`: httptools calls it only when the next field
+   starts, which llhttp reports early or late depending on where a `feed` ended. A
+   field is judged when the head ends, a trailer when the message ends.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 import httptools
@@ -48,6 +53,19 @@ _NOTED_FIELDS = rules.SINGLETON_FIELDS | FORWARDED_FIELDS | {
     b"transfer-encoding", b"expect", b"upgrade"}
 # Blank lines tolerated before a request line (RFC 9112 §2.2 allows "at least one").
 MAX_LEADING_BLANK_BYTES = 64
+# 16 hex digits hold any size llhttp accepts (64 bits); more can only be leading zeros,
+# which would make each size line unbounded (RFC 9112 §7.1 asks recipients to guard
+# against "potentially large hexadecimal numerals").
+MAX_CHUNK_SIZE_DIGITS = 16
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]*")
+# A whole size line with no extension: what nearly every client sends.
+_PLAIN_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+# The value of each byte as one hex digit, 0 for a byte that is not one.
+_ONE_HEX_DIGIT = [int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else 0 for b in range(256)]
+# Where a chunked message is: a size line, then (size > 0) its data and CRLF, and after
+# the size-0 line the trailer section, up to its blank line, the only byte llhttp may
+# end the message at.
+_SIZE_LINE, _CHUNK_DATA, _TRAILERS, _BLANK_LINE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,9 @@ class ParserLimits:
     fields: int = 100
     header_block: int = 64 * KIB
     max_body_size: int | None = None
+    # All chunk extensions of one message together (RFC 9112 §7.1.1: a server "ought to
+    # limit the total length of chunk extensions"; Go's CVE-2023-39326). 400 past it.
+    chunk_extensions: int = 4 * KIB
 
 
 class Phase(enum.Enum):
@@ -67,6 +88,25 @@ class Phase(enum.Enum):
     CHUNKED_BODY = "chunked body"
     CLOSED = "closed"  # last message was not keep-alive: later bytes are ignored
     FAILED = "failed"
+
+
+@dataclass(slots=True)
+class ChunkedFraming:
+    """Our own reading of a chunked body (see _feed_chunked_body), apart from
+    MessageState so that a message without one does not pay for its fields. It is
+    updated only for bytes that are then given to llhttp."""
+
+    state: int = _SIZE_LINE  # then _CHUNK_DATA, _TRAILERS, and last _BLANK_LINE
+    left: int = 0  # in _CHUNK_DATA: bytes of data, then its CRLF, still to come
+    size_digits: int = 0  # hex digits of the size line so far
+    size_value: int = 0
+    in_extension: bool = False  # past the size digits, before the line's LF
+    line_extension: int = 0  # bytes after the digits in this size line, its CR included
+    extension_bytes: int = 0  # chunk extensions of the whole message, CRs excluded
+    body: int = 0  # data bytes the chunk sizes announced so far
+    trailer_line: int = 0  # bytes of the current trailer line before its LF
+    trailer_bytes: int = 0
+    problem: HTTPError | None = None  # the first trailer refused, told at the end
 
 
 @dataclass(slots=True)
@@ -89,9 +129,8 @@ class MessageState:
     keep_alive: bool = False
     remaining: int = 0
     body_bytes: int = 0
-    chunk_tail: bytes = b""
-    chunk_metadata: int = 0
     trailer_fields: int = 0
+    framing: ChunkedFraming | None = None  # for a chunked body only
     request_line: int = 0  # its length without CRLF, to find doubled spaces
     host: bytes | None = None
 
@@ -102,12 +141,13 @@ class RequestParser:
     def __init__(self, limits: ParserLimits) -> None:
         self._limits = limits
         self._whole_head_limit = min(limits.request_line, limits.field_size, limits.header_block)
+        self._whole_head_lines = limits.fields + 2  # the request line and the blank line
         self._http = httptools.HttpRequestParser(self)
         self.phase = Phase.HEAD
         self._events: list[Event] = []
         self._heads_parsed = 0
         self._valid_host: bytes | None = None
-        self._reset_message()
+        self._m = MessageState()  # replaced for each message
 
     # ------------------------------------------------------------------ feeding
 
@@ -185,12 +225,14 @@ class RequestParser:
         blank = data.find(b"\r\n\r\n", start)
         if blank == -1 or blank + 4 - start > self._whole_head_limit:
             return None
-        line_end = data.find(b"\r\n", start)
-        if line_end == start:
-            return None  # blank lines before the request line: the scanner's case
+        line_end = data.find(b"\n", start) - 1  # at the request line's CR, if it has one
+        if line_end <= start or data[start] == 13:
+            # Blank lines, a bare LF or stray CRs before the request line: llhttp skips
+            # them, our scanner judges them, so they must always go to the scanner.
+            return None
         self._m.request_line = line_end - start
         stop = blank + 4
-        if data.count(b"\n", start, stop) > self._limits.fields + 2:
+        if data.count(b"\n", start, stop) > self._whole_head_lines:
             return None
         heads_before = self._heads_parsed
         self._execute(data, start, stop)
@@ -240,6 +282,10 @@ class RequestParser:
                 raise HeaderFieldsTooLarge("header block too large")
             return False
         if self._m.lines == 0:
+            if length == 0:
+                # llhttp skips a bare LF here; we refuse bare LF everywhere (the whole-head
+                # path leaves any leading blank line to this scanner, for one verdict).
+                raise BadRequest("bare LF before the request line")
             self._m.leading_bytes += length + 1
             if self._m.leading_bytes > MAX_LEADING_BLANK_BYTES:
                 raise BadRequest("too many blank lines before the request line")
@@ -255,38 +301,152 @@ class RequestParser:
         return stop
 
     def _feed_chunked_body(self, data: bytes, start: int) -> int:
-        """Feed up to the next possible message end (`CRLFCRLF`), or everything."""
-        stop = self._next_chunked_end(data, start)
+        """Follow the chunked framing ourselves, then give llhttp exactly the bytes read.
+
+        llhttp buffers chunk extensions unseen and cannot stop at a message's end, so we
+        read the framing alongside it (llhttp still judges every byte's syntax): that
+        finds the exact byte where the message ends, and the exact byte where the
+        extensions, the trailers or the body cross their limit.
+        """
         message = self._m
-        body_before = message.body_bytes
-        self._execute(data, start, stop)
-        # Charged to this message even if it just completed (its trailers were in these
-        # bytes), never to the next one, which has sent nothing yet.
-        self._track_chunk_metadata(message, stop - start, message.body_bytes - body_before)
-        if self._m is not message:
-            return stop
-        tail = message.chunk_tail + data[max(start, stop - 3) : stop]
-        message.chunk_tail = tail[-3:]
-        return stop
+        framing = message.framing
+        assert framing is not None
+        end = len(data)
+        cursor = start
+        error: HTTPError | None = None
+        last_line = -1  # where the trailer section's blank line starts, once found
+        while cursor < end and error is None:
+            state = framing.state
+            if state == _CHUNK_DATA:
+                take = min(framing.left, end - cursor)
+                framing.left -= take
+                cursor += take
+                if not framing.left:
+                    framing.state = _SIZE_LINE
+            elif state == _SIZE_LINE:
+                if not framing.size_digits and not framing.in_extension:
+                    cursor = self._skip_plain_chunks(framing, data, cursor, end)
+                    if cursor == end or framing.state != _SIZE_LINE:
+                        continue
+                cursor, error = self._read_size_line(framing, data, cursor, end)
+            else:
+                cursor, error, last_line = self._read_trailers(framing, data, cursor, end)
+                if last_line >= 0:
+                    break
+        if last_line < 0:
+            self._execute(data, start, cursor)
+        else:
+            # The blank line alone, last: if llhttp saw the message end anywhere before
+            # it, on_message_complete finds us still reading and refuses the request.
+            self._execute(data, start, last_line)
+            framing.state = _BLANK_LINE
+            self._execute(data, last_line, cursor)
+            if self._m is message:
+                raise BadRequest("malformed chunked body")
+        if error is not None:
+            raise error
+        return cursor
 
-    def _next_chunked_end(self, data: bytes, start: int) -> int:
-        tail = self._m.chunk_tail
-        if tail:
-            probe = tail + data[start : start + 3]
-            found = probe.find(b"\r\n\r\n")
-            if found != -1:
-                return start + found + 4 - len(tail)
-        next_end: int = data.find(b"\r\n\r\n", start)
-        return len(data) if next_end == -1 else next_end + 4
+    def _skip_plain_chunks(
+        self, framing: ChunkedFraming, data: bytes, cursor: int, end: int
+    ) -> int:
+        """Pass over whole chunks without extensions in one loop (20,000 one-byte chunks
+        must stay cheap); anything else is left to _read_size_line."""
+        match = _PLAIN_SIZE_LINE.match
+        limit = self._limits.max_body_size
+        framed = framing.body
+        while True:
+            # A one-digit size line, the tiny-chunk case, without the regex.
+            if (
+                cursor + 3 <= end
+                and (size := _ONE_HEX_DIGIT[data[cursor]])
+                and data[cursor + 1] == 13
+                and data[cursor + 2] == 10
+            ):
+                line_end = cursor + 3
+            elif (line := match(data, cursor, end)) is not None:
+                size, line_end = int(line[1], 16), line.end()
+            else:
+                break
+            if not size or (limit is not None and framed + size > limit):
+                break
+            framed += size
+            after = line_end + size + 2  # its data and the CRLF after them
+            if after > end:
+                framing.state = _CHUNK_DATA
+                framing.left = after - end
+                cursor = end
+                break
+            cursor = after
+        framing.body = framed
+        return cursor
 
-    def _track_chunk_metadata(self, message: MessageState, fed: int, body: int) -> None:
-        """Bound chunk-size lines, extensions and trailers, which llhttp buffers unchecked."""
-        if body:
-            message.chunk_metadata = 0
-            return
-        message.chunk_metadata += fed
-        if message.chunk_metadata > self._limits.header_block:
-            raise HeaderFieldsTooLarge("chunk metadata or trailers too large")
+    def _read_size_line(
+        self, framing: ChunkedFraming, data: bytes, cursor: int, end: int
+    ) -> tuple[int, HTTPError | None]:
+        """Read (part of) a chunk-size line; return where reading stopped, and the error
+        whose first byte is there, if one is."""
+        newline = data.find(b"\n", cursor, end)
+        stop = end if newline == -1 else newline
+        extension_start = cursor
+        if not framing.in_extension:
+            digits_end = _HEX_DIGITS.match(data, cursor, stop).end()  # type: ignore[union-attr]
+            count = digits_end - cursor
+            if count:
+                if framing.size_digits + count > MAX_CHUNK_SIZE_DIGITS:
+                    over = cursor + MAX_CHUNK_SIZE_DIGITS - framing.size_digits
+                    return over, BadRequest("chunk size has too many digits")
+                framing.size_digits += count
+                framing.size_value = framing.size_value << (4 * count) | int(
+                    data[cursor:digits_end], 16)
+            framing.in_extension = digits_end < stop
+            extension_start = digits_end
+        if framing.in_extension:
+            # +1: the line's CR, which ends the extension rather than belonging to it.
+            room = self._limits.chunk_extensions + 1 - framing.extension_bytes
+            length = framing.line_extension + stop - extension_start
+            if length > room:
+                over = extension_start + room - framing.line_extension
+                return over, BadRequest("chunk extensions too long")
+            framing.line_extension = length
+        if newline == -1:
+            return end, None
+        # The line is complete; llhttp judges whether it was well formed.
+        framing.extension_bytes += max(framing.line_extension - 1, 0)
+        size = framing.size_value
+        framing.in_extension = False
+        framing.size_digits = framing.size_value = framing.line_extension = 0
+        if not size:
+            framing.state = _TRAILERS
+            return newline + 1, None
+        limit = self._limits.max_body_size
+        framing.body += size
+        if limit is not None and framing.body > limit:
+            return newline, ContentTooLarge(f"chunked body over {limit} bytes")
+        framing.state = _CHUNK_DATA
+        framing.left = size + 2  # and the CRLF after the data
+        return newline + 1, None
+
+    def _read_trailers(
+        self, framing: ChunkedFraming, data: bytes, cursor: int, end: int
+    ) -> tuple[int, HTTPError | None, int]:
+        """Read (part of) a trailer line; the third value is where the blank line that
+        ends the message starts, or -1 until it is complete."""
+        newline = data.find(b"\n", cursor, end)
+        stop = end if newline == -1 else newline + 1
+        # The trailer section has the head's block limit, with its blank line's CRLF.
+        room = self._limits.header_block + 2 - framing.trailer_bytes
+        if stop - cursor > room:
+            return cursor + room, HeaderFieldsTooLarge("trailer section too large"), -1
+        framing.trailer_bytes += stop - cursor
+        if newline == -1:
+            framing.trailer_line += stop - cursor
+            return end, None, -1
+        line = framing.trailer_line + newline - cursor
+        framing.trailer_line = 0
+        if line > 1:
+            return stop, None, -1
+        return stop, None, max(cursor, newline - line)
 
     # ------------------------------------------------ llhttp callbacks (httptools)
 
@@ -294,6 +454,12 @@ class RequestParser:
         self._m.target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Rule 5: nothing here refuses the request (a refused coding followed by a bad
+        # line gave 501 or 400 by the split).
+        # llhttp drops the OWS before a value but hands over the OWS after it, which is
+        # no more part of the value (RFC 9112 §5): `Host: h ` names the host `h`.
+        # rstrip returns the same object when there is nothing to strip.
+        value = value.rstrip(b" \t")
         message = self._m
         if message.head_done:
             self._on_trailer(name, value)
@@ -309,8 +475,7 @@ class RequestParser:
         if name == b"host":
             message.host = value
         elif name == b"transfer-encoding":
-            rules.check_transfer_encoding(value)
-            message.chunked = True
+            message.chunked = True  # its value is judged in on_headers_complete
         elif name == b"content-length":
             message.content_length = int(value)
         elif name == b"expect":
@@ -321,12 +486,21 @@ class RequestParser:
             message.forwarded = True
 
     def _on_trailer(self, name: bytes, value: bytes) -> None:
-        rules.check_trailer(name)
+        """Judge a trailer field, but refuse only at the message's end (see on_header)."""
+        framing = self._m.framing
+        if framing is not None and framing.problem is not None:
+            return
         self._m.trailer_fields += 1
-        if self._m.trailer_fields > self._limits.fields:
-            raise HeaderFieldsTooLarge("too many trailer fields")
-        if len(name) + len(value) + 2 > self._limits.field_size:
-            raise HeaderFieldsTooLarge("trailer field too large")
+        try:
+            rules.check_trailer(name)
+            if self._m.trailer_fields > self._limits.fields:
+                raise HeaderFieldsTooLarge("too many trailer fields")
+            if len(name) + len(value) + 2 > self._limits.field_size:
+                raise HeaderFieldsTooLarge("trailer field too large")
+        except HTTPError as error:
+            if framing is None:
+                raise  # a chunked upgrade request, read as a head (see _enter_body_phase)
+            framing.problem = error
 
     def on_headers_complete(self) -> None:
         message = self._m
@@ -339,6 +513,10 @@ class RequestParser:
         # The checks below are rules.py's; each is called only when its cheap
         # common-case test (HTTP/1.1, origin-form, one Host, nothing else) fails.
         if version != "1.1" or message.chunked:
+            if message.chunked:
+                for name, value in message.headers:
+                    if name == b"transfer-encoding":
+                        rules.check_transfer_encoding(value)
             rules.check_version(version, message.chunked)
         if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
             rules.check_target(method, target)
@@ -380,6 +558,7 @@ class RequestParser:
             return  # llhttp ends the message now; see _execute
         if self._m.chunked:
             self.phase = Phase.CHUNKED_BODY
+            self._m.framing = ChunkedFraming()
         elif self._m.content_length:
             self.phase = Phase.LENGTH_BODY
             self._m.remaining = self._m.content_length
@@ -392,14 +571,17 @@ class RequestParser:
         self._events.append(BodyData(body))
 
     def on_message_complete(self) -> None:
+        framing = self._m.framing
+        if framing is not None:
+            if framing.state != _BLANK_LINE:
+                raise BadRequest("chunked message ended where its framing says it does not")
+            if framing.problem is not None:
+                raise framing.problem
         self._events.append(MESSAGE_COMPLETE)
         self.phase = Phase.HEAD if self._m.keep_alive else Phase.CLOSED
-        self._reset_message()
+        self._m = MessageState()
 
     # ---------------------------------------------------------------- state
-
-    def _reset_message(self) -> None:
-        self._m = MessageState()
 
     @property
     def in_head(self) -> bool:

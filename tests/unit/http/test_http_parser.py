@@ -2,66 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import random
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from parser_harness import (
+    CORPUS_DIR,
+    LIMITS,
+    load_module,
+    normalise,
+    parse,
+    parse_under_every_split,
+    splits,
+)
 
-from unbroken.http.events import BodyData, Event, MessageComplete, RequestHead, RequestRejected
+from unbroken.http.events import MessageComplete, RequestHead, RequestRejected
 from unbroken.http.parser import ParserLimits, RequestParser
 
-
-def _load_corpus() -> ModuleType:
-    path = Path(__file__).parents[2] / "corpus" / "http_requests.py"
-    spec = importlib.util.spec_from_file_location("unbroken_http_corpus", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CORPUS = _load_corpus()
-LIMITS = ParserLimits()
-
-
-def parse(pieces: list[bytes], limits: ParserLimits = LIMITS) -> list[object]:
-    """Feed pieces; return events with body bytes merged (their split is free)."""
-    parser = RequestParser(limits)
-    events: list[Event] = []
-    for piece in pieces:
-        events.extend(parser.feed(piece))
-    return normalise(events)
-
-
-def normalise(events: list[Event]) -> list[object]:
-    result: list[object] = []
-    for event in events:
-        if isinstance(event, BodyData):
-            if result and isinstance(result[-1], bytes):
-                result[-1] = result[-1] + event.data
-            else:
-                result.append(event.data)
-        elif isinstance(event, RequestRejected):
-            result.append(("rejected", event.error.status))
-        else:
-            result.append(event)
-    return result
-
-
-def splits(raw: bytes, seed: int) -> list[list[bytes]]:
-    rng = random.Random(seed)
-    byte_by_byte = [raw[i : i + 1] for i in range(len(raw))]
-    chunks: list[bytes] = []
-    position = 0
-    while position < len(raw):
-        step = rng.randint(1, 17)
-        chunks.append(raw[position : position + step])
-        position += step
-    by_line = [line + b"\n" for line in raw.split(b"\n")]
-    by_line[-1] = by_line[-1][:-1]
-    return [[raw], byte_by_byte, chunks, by_line, [raw[:1], raw[1:]]]
+CORPUS = load_module(CORPUS_DIR / "http_requests.py", "unbroken_http_corpus")
 
 
 def requests_of(events: list[object]) -> list[tuple[bytes, bytes, bytes]]:
@@ -219,11 +174,64 @@ def test_declared_body_over_the_cap_is_413_before_any_body() -> None:
     assert parse([ok], limits)[-1] == MessageComplete()
 
 
-def test_chunked_body_over_the_cap_is_413() -> None:
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunked_body_over_the_cap_is_413_at_the_size_that_crosses_it() -> None:
     limits = limited(max_body_size=10)
-    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-    raw = head + b"6\r\nxxxxxx\r\n" * 2
-    assert parse([raw], limits)[-1] == ("rejected", 413)
+    raw = CHUNKED_HEAD + b"6\r\nxxxxxx\r\n" * 2
+    # The same body bytes before the refusal under every split (rule 2): the second
+    # size line announces the byte over the cap, so its data never reaches the app.
+    events = parse_under_every_split(raw, limits)
+    assert events[1:] == [b"xxxxxx", ("rejected", 413)]
+    ok = CHUNKED_HEAD + b"6\r\nxxxxxx\r\n4\r\nxxxx\r\n0\r\n\r\n"
+    assert parse_under_every_split(ok, limits)[-1] == MessageComplete()
+
+
+def chunked_with_extension(length: int) -> bytes:
+    return CHUNKED_HEAD + b"1;" + b"e" * (length - 1) + b"\r\nx\r\n0\r\n\r\n"
+
+
+def test_chunk_extension_limit_is_exact() -> None:
+    limits = limited(chunk_extensions=10)
+    assert status_for(chunked_with_extension(10), limits) is None
+    assert status_for(chunked_with_extension(11), limits) == 400
+    # Counted over the whole message: 3 + 3 + 4 fits, one byte more does not.
+    three = b"1;ab\r\nx\r\n"
+    assert status_for(CHUNKED_HEAD + three * 2 + b"0;abc\r\n\r\n", limits) is None
+    assert status_for(CHUNKED_HEAD + three * 2 + b"0;abcd\r\n\r\n", limits) == 400
+
+
+def test_chunk_extension_limit_fires_before_the_line_ends() -> None:
+    parser = RequestParser(limited(chunk_extensions=100))
+    events = normalise(parser.feed(CHUNKED_HEAD + b"1;" + b"e" * 500))
+    assert events[-1] == ("rejected", 400)
+
+
+def test_chunk_metadata_is_bounded_even_with_a_body_byte_in_each_chunk() -> None:
+    # The old count restarted at every body byte: 1 byte of data per chunk let the
+    # extensions of one message grow without end.
+    chunk = b"1;" + b"e" * 1000 + b"\r\nx\r\n"
+    events = parse_under_every_split(CHUNKED_HEAD + chunk * 5)
+    assert events[-1] == ("rejected", 400)
+    assert events[1] == b"xxxx"  # four chunks fit in 4 KiB, the fifth's extension does not
+
+
+def test_trailer_section_limit_is_exact() -> None:
+    limits = limited(header_block=100, field_size=200)
+    field = b"X: " + b"v" * 95 + b"\r\n"  # 100 bytes with its CRLF
+    assert status_for(CHUNKED_HEAD + b"0\r\n" + field + b"\r\n", limits) is None
+    bigger = b"X: " + b"v" * 96 + b"\r\n"
+    assert status_for(CHUNKED_HEAD + b"0\r\n" + bigger + b"\r\n", limits) == 431
+
+
+def test_twenty_thousand_one_byte_chunks_then_a_pipelined_get() -> None:
+    raw = CHUNKED_HEAD + b"1\r\nx\r\n" * 20000 + b"0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    for pieces in ([raw], [raw[i : i + 4096] for i in range(0, len(raw), 4096)]):
+        events = parse(pieces)
+        assert events[1] == b"x" * 20000
+        assert isinstance(events[3], RequestHead) and events[3].target == b"/next"
+        assert events[2::2] == [MessageComplete(), MessageComplete()]
 
 
 def test_huge_trailers_are_431() -> None:
@@ -238,3 +246,10 @@ def test_huge_trailers_are_431() -> None:
 def test_url_over_64_kib_is_414_not_truncated() -> None:
     raw = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     assert parse([raw])[-1] == ("rejected", 414)
+
+
+def test_whitespace_around_a_value_is_not_part_of_it() -> None:
+    # RFC 9112 §5: field-line = field-name ":" OWS field-value OWS. llhttp strips the
+    # OWS before a value only; a Host with a trailing space was refused as not uri-host.
+    head = head_of(b"GET / HTTP/1.1\r\nHost: h \t\r\nName: \t value \t \r\n\r\n")
+    assert head.headers == [(b"host", b"h"), (b"name", b"value")]
