@@ -24,19 +24,9 @@ Rules:
    The fast path of `data_received` (one whole bodiless request on an idle
    connection) is a shortcut: the same REQUEST_STARTED move, without the queue.
 
-Timers, one at a time per connection (the `_timer` field), from the server's `clock`
-(the loop, or a test's fake clock: tests/unit/engines/core/test_connection.py):
-    fresh connection, nothing received ........ header_timeout → close
-    idle between requests ...................... keep_alive_timeout → close
-    part of a head received .................... header_timeout from its first byte → 408, close
-    body expected, not paused, app is reading .. body_timeout between arrivals → 408/close
-
-The idle timer is not cancelled when a request starts: it stays armed, and when it
-fires it closes only a connection that has been idle for the whole keep_alive_timeout
-since `_idle_since`, else re-arms for the rest. A keep-alive connection so pays one
-timer per timeout period instead of a call_later and a cancel per request: a shortcut
-of this table, which the fake clock checks at its exact instants. Any other timer
-(`_arm`) replaces it.
+Its code is in three parts of one object: this module (the transport's callbacks,
+keep-alive, closing, hand-over), routing.py (`Pipeline`: each parsed event to its
+request, in order) and timers.py (`Timers`: the one timer and its table).
 """
 
 from __future__ import annotations
@@ -47,21 +37,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from unbroken.engines.core.exchange import Exchange
+from unbroken.engines.core.routing import Pipeline
 from unbroken.engines.core.states import (
-    ALL_ANSWERED,
-    BODY_READING,
     BODY_WAITING,
     CLOSE_BEGAN,
     CLOSED,
     CLOSING,
     CONNECTION,
     FRESH,
-    HEAD_BEGAN,
     IDLE,
-    IN_HEAD,
-    NOT_STARTED,
     REQUEST_COMPLETE,
-    REQUEST_STARTED,
     RESPONSE_ENDED,
     SWITCHED_PROTOCOLS,
     TRANSPORT_LOST,
@@ -69,24 +54,19 @@ from unbroken.engines.core.states import (
     ConnectionEvent,
     ConnectionState,
 )
-from unbroken.http.errors import HTTPError, RequestTimeout
+from unbroken.engines.core.timers import Timers
 from unbroken.http.events import (
     MESSAGE_COMPLETE,
-    BodyData,
     Event,
-    MessageComplete,
     RequestHead,
-    RequestRejected,
 )
 from unbroken.http.parser import RequestParser
 from unbroken.http.proxy_protocol import ProxyHeaderParser, ProxyProtocolError
-from unbroken.http.response import ResponsePlan, error_response
+from unbroken.http.response import ResponsePlan
 
 if TYPE_CHECKING:
     from unbroken.engines.core.server import ConnectionServer
 
-# Unread request body (or queued pipelined bytes) above which we stop reading.
-READ_HIGH_WATER = 256 * 1024
 # How long a closing connection keeps swallowing unread request bytes, so that the
 # client reads our response before a RST (RFC 9112 §9.6 "lingering close").
 LINGER_TIMEOUT = 2.0
@@ -122,7 +102,7 @@ class Timer(Protocol):
     def cancel(self) -> None: ...
 
 
-class HTTPConnection(asyncio.Protocol):
+class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
     """One client connection: parse, dispatch in order, write, time out."""
 
     def __init__(self, server: ConnectionServer) -> None:
@@ -265,129 +245,6 @@ class HTTPConnection(asyncio.Protocol):
         elif self.current is not None and self.current.listener is not None:
             self.current.listener.writing_resumed()
 
-    # ------------------------------------------------------------- routing
-
-    def _route(self, event: Event) -> None:
-        """Body events of the current request go to it; all else waits in order."""
-        current = self.current
-        if current is not None and not self._pending and self._route_to_current(current, event):
-            return
-        self._pending.append(event)
-        if isinstance(event, BodyData):
-            self._pending_bytes += len(event.data)
-            if self._pending_bytes > READ_HIGH_WATER:
-                self.pause_reading("pipeline")
-
-    def _route_to_current(self, current: Exchange, event: Event) -> bool:
-        if current.request is REQUEST_COMPLETE:
-            return False
-        if isinstance(event, BodyData):
-            self._deliver_body(current, event.data)
-        elif isinstance(event, MessageComplete):
-            self._complete_request(current)
-        elif isinstance(event, RequestRejected):
-            self._reject_current(current, event.error)
-        else:
-            return False
-        return True
-
-    def _deliver_body(self, current: Exchange, data: bytes) -> None:
-        if current.response is RESPONSE_ENDED:
-            return  # the response is done; the rest of the body is discarded
-        if current.listener is not None and current.listener.body_received(data) > READ_HIGH_WATER:
-            self.pause_reading("body")
-
-    def _complete_request(self, current: Exchange) -> None:
-        current.body_ended()
-        self._cancel_timer()
-        if current.response is RESPONSE_ENDED:
-            self.current = None  # was discarding the unread body; move on
-            self._next_request()
-        elif current.listener is not None:
-            current.listener.body_complete()
-
-    def _reject_current(self, current: Exchange, error: HTTPError) -> None:
-        """The body broke framing or a limit: answer the error if we still can."""
-        if current.listener is not None:
-            current.listener.body_failed(error)
-        if current.response is NOT_STARTED:
-            self.write(error_response(error.status, error.phrase, self.server.date_field()))
-        if current.response is RESPONSE_ENDED:
-            # Answered already, and the rest of the body (read only to be discarded)
-            # stalled or broke: nothing to abort, but the connection cannot go on.
-            self.close()
-        else:
-            current.abort()
-
-    def _next_request(self) -> None:
-        """Start the next buffered request, or wait for one."""
-        while self.current is None and self._pending and not self.closing:
-            event = self._pending.popleft()
-            if isinstance(event, BodyData):
-                self._pending_bytes -= len(event.data)
-            if isinstance(event, RequestHead):
-                self._start_exchange(event)
-            elif isinstance(event, RequestRejected):
-                self._answer_error(event.error)
-        if self._read_pauses and self._pending_bytes <= READ_HIGH_WATER:
-            self.resume_reading("pipeline")
-        if self.current is None and self.state is not CLOSING and self.state is not CLOSED:
-            self._wait_for_request()
-
-    def _start_exchange(self, head: RequestHead) -> None:
-        exchange = Exchange(self, head)
-        self.current = exchange
-        self.state = CONNECTION[self.state, REQUEST_STARTED]
-        if not self._timer_is_idle:
-            self._cancel_timer()
-        self.server.in_flight += 1
-        exchange.listener = self.server.handler.handle(exchange)
-        # Body events already parsed for this request go to it now, in order.
-        while self._pending and not isinstance(self._pending[0], RequestHead):
-            event = self._pending.popleft()
-            if isinstance(event, BodyData):
-                self._pending_bytes -= len(event.data)
-            self._route_to_current(exchange, event)
-            if isinstance(event, MessageComplete | RequestRejected):
-                break
-
-    def _wait_for_request(self) -> None:
-        if self._eof:
-            self.close()
-        elif self.parser.in_head:
-            self._enter_head_phase()
-        else:
-            self.state = CONNECTION[self.state, ALL_ANSWERED]
-            self._idle_since = self._clock.time()
-            if not self._timer_is_idle:
-                self._arm(self.server.settings.keep_alive_timeout, self._idle_timed_out)
-                self._timer_is_idle = True
-
-    def _idle_timed_out(self) -> None:
-        self._timer, self._timer_is_idle = None, False
-        if self.state is not IDLE:
-            return  # busy since it was armed; the next idle period arms it again
-        remaining = self._idle_since + self.server.settings.keep_alive_timeout
-        remaining -= self._clock.time()
-        if remaining > 0.001:
-            self._timer = self._clock.call_later(remaining, self._idle_timed_out)
-            self._timer_is_idle = True
-        else:
-            self.close()
-
-    def _enter_head_phase(self) -> None:
-        if self.state is not IN_HEAD:
-            self._move(HEAD_BEGAN)
-            self._arm(self.server.settings.header_timeout, self._head_timed_out)
-
-    def _head_timed_out(self) -> None:
-        self._answer_error(RequestTimeout("request head not received in time"))
-
-    def _answer_error(self, error: HTTPError) -> None:
-        self.write(error_response(error.status, error.phrase, self.server.date_field()))
-        self.server.log_rejection(self, error)
-        self.close()
-
     def upgrade(self, stream: UpgradedStream) -> None:
         """From now on the bytes belong to `stream` (see rule 5)."""
         self.current = None
@@ -487,30 +344,3 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.resume_reading()
             self.refresh_timer()
 
-    def refresh_timer(self) -> None:
-        """(Re)arm the body timer while the app waits for body bytes we are reading."""
-        current = self.current
-        if (current is None or self.closing or current.request is REQUEST_COMPLETE
-                or self._read_pauses):
-            return
-        if current.request is BODY_READING or (
-                # The rest of a body nobody reads, after the response: discarded under
-                # the timer; unless the client waits for a 100 that will never come.
-                current.response is RESPONSE_ENDED and not current.head.expect_continue):
-            self._arm(self.server.settings.body_timeout, self._body_timed_out)
-
-    def _body_timed_out(self) -> None:
-        if self.current is not None:
-            self._reject_current(self.current, RequestTimeout("request body stalled"))
-        else:
-            self.close()
-
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self._timer = self._clock.call_later(delay, callback)
-
-    def _cancel_timer(self) -> None:
-        self._timer_is_idle = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
