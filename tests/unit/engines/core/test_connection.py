@@ -13,8 +13,9 @@ import random
 
 from fakes import SETTINGS, Echo, EchoHandler, wire
 
-from unbroken.engines.core.connection import LINGER_TIMEOUT, READ_HIGH_WATER
+from unbroken.engines.core.connection import LINGER_TIMEOUT
 from unbroken.engines.core.exchange import Exchange
+from unbroken.engines.core.routing import READ_HIGH_WATER
 from unbroken.engines.core.states import ConnectionState
 from unbroken.http.response import plan_response
 
