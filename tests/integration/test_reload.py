@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from loadcheck import (
     assert_no_failures,
     load_both,
@@ -28,8 +29,9 @@ def in_flight(service: Any) -> int:
     return sum(w["in_flight"] for w in service.status()["workers"])
 
 
-def test_fast_app_reload_under_load(service_factory: Any, releases: Path) -> None:
-    service = service_factory()
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])  # uvloop where installed; asyncio's own
+def test_fast_app_reload_under_load(service_factory: Any, releases: Path, loop: str) -> None:
+    service = service_factory("--loop", loop)
     service.wait_serving()
     old_pids = set(service.worker_pids())
     write_release(releases, "v2")

@@ -472,8 +472,7 @@ SETTINGS: dict[str, Rule] = {
     "permit_unconventional_http_version": only((False,), _PARSER),
     "casefold_http_method": only((False,), _PARSER),
     "http_parser": only(("auto",), _PARSER),
-    "asgi_loop": only(("auto",), "unbroken picks the event loop itself (uvloop when "
-                      "installed)"),
+    "asgi_loop": to("loop"),
     "asgi_lifespan": only(("auto",), "unbroken runs the lifespan when the app supports it"),
     "asgi_disconnect_grace_period": only((3,), "unbroken has no such setting; remove it"),
     "root_path": only(("",), "unbroken has no root_path setting: mount the app under its "

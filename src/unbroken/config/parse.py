@@ -67,6 +67,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def event_loop(text: str) -> str:
+    loop = text.lower()
+    if loop not in LOOPS:
+        raise ValueError(f"must be one of {', '.join(LOOPS)}")
+    return loop
+
+
 def log_level(text: str) -> str:
     level = text.lower()
     if level not in LOG_LEVELS:

@@ -20,6 +20,7 @@ from unbroken.config.parse import (
     byte_size,
     cert_reqs,
     command,
+    event_loop,
     log_level,
     non_negative_float,
     non_negative_int,
@@ -86,6 +87,11 @@ class Config:
         "from the app object, and a -k that does not fit the app is refused at boot. "
         "gunicorn's sync, gthread and uvicorn.workers.UvicornWorker are taken too, with a "
         "note (docs/migrating.md)."
+    )
+    loop: str = setting(
+        "auto", "--loop", parse=event_loop,
+        help="The workers' event loop: auto (uvloop where installed, asyncio's own "
+        "otherwise, and always for -k gevent), asyncio or uvloop.",
     )
     health_path: str | None = setting(
         None, "--health-path", metavar="PATH",

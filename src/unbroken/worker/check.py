@@ -80,7 +80,7 @@ def main() -> int:
     try:
         app = load_app(spec.app)
         worker_class = choose_engine(spec.worker_class, app, spec.app)
-        loop = new_loop(worker_class)
+        loop = new_loop(worker_class, spec.loop)
         engine = load_engine(worker_class)(app, spec.engine, loop)
         steps = loop.run_until_complete(_boot(engine, spec.health_path,
                                               spec.engine.url_scheme))

@@ -27,6 +27,7 @@ from typing import Any, NoReturn, Protocol, cast
 from unbroken.engines import Engine, load_engine
 from unbroken.engines.core.tls import TLSError
 from unbroken.engines.detect import EngineMismatch, choose_engine
+from unbroken.errors import BootError
 from unbroken.logs import configure_logging
 from unbroken.messages import (
     MAX_FDS_PER_LINE,
@@ -393,14 +394,18 @@ class WorkerRuntime:
             stop.wait(self.spec.heartbeat_interval)
 
 
-def new_loop(worker_class: str) -> asyncio.AbstractEventLoop:
-    if worker_class == "gevent":
-        # gevent's hub runs only while the loop waits in gevent's patched selector;
-        # uvloop's C loop would block in epoll and starve every greenlet.
+def new_loop(worker_class: str, choice: str = "auto") -> asyncio.AbstractEventLoop:
+    """--loop: uvloop where installed (auto), unless told otherwise. Never for gevent:
+    gevent's hub runs only while the loop waits in gevent's patched selector, and
+    uvloop's C loop would block in epoll and starve every greenlet."""
+    if worker_class == "gevent" or choice == "asyncio":
         return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise BootError("--loop uvloop: uvloop is not installed here "
+                            "(pip install 'unbroken[uvloop]')") from None
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
@@ -420,7 +425,7 @@ def main() -> NoReturn:
         log.error("worker %d failed to boot: %s", os.getpid(), error)
         channel.send(BootFailed(str(error), ""))
         _exit_now(WorkerExit.APP_LOAD_ERROR)
-    loop = new_loop(worker_class)
+    loop = new_loop(worker_class, spec.loop)
     asyncio.set_event_loop(loop)
     try:
         engine_class = load_engine(worker_class)

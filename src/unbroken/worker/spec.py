@@ -62,6 +62,7 @@ class WorkerSpec:
     graceful_timeout: float = 30.0
     heartbeat_interval: float = 1.0
     max_requests: int = 0
+    loop: str = "auto"  # --loop: auto, asyncio or uvloop
     request_timeout: float = 0.0  # 0: off (worker/request_timeout.py)
     log_level: str = "info"
     engine: EngineSettings = field(default_factory=EngineSettings)
@@ -88,7 +89,8 @@ def spec_for(config: Config, max_requests: int | None = None,
     are filled in at spawn). `max_requests` is the master's, jitter included."""
     assert config.app is not None, "serve checks that APP or --cmd is given"
     return WorkerSpec(
-        app=config.app, worker_class=config.worker_class, worker=0, generation=0,
+        app=config.app, worker_class=config.worker_class, loop=config.loop, worker=0,
+        generation=0,
         listeners=(), channel=-1, health_path=config.health_path,
         graceful_timeout=config.graceful_timeout,
         heartbeat_interval=min(1.0, config.timeout / 4),

@@ -125,6 +125,8 @@ def test_every_gunicorn_name_is_a_setting_rule_or_a_hook() -> None:
     ("ca_certs", "/etc/tls/ca.pem", {"ca_certs": "/etc/tls/ca.pem"}),
     ("cert_reqs", 2, {"cert_reqs": "required"}),
     ("cert_reqs", 0, {"cert_reqs": "none"}),
+    ("asgi_loop", "uvloop", {"loop": "uvloop"}),
+    ("asgi_loop", "asyncio", {"loop": "asyncio"}),
 ])
 def test_mapped(name: str, value: Any, expected: dict[str, Any]) -> None:
     assert values({name: value}) == expected
@@ -175,7 +177,6 @@ def test_accepted_as_what_unbroken_always_does(name: str, value: Any) -> None:
     ("limit_request_line", 0, "0 (unlimited) is not offered"),
     ("limit_request_field_size", 0, "0 (unlimited) is not offered"),
     ("strip_header_spaces", True, "no such switch"),
-    ("asgi_loop", "uvloop", "picks the event loop itself"),
     ("root_path", "/api", "no root_path setting"),
     ("dirty_apps", ["x:y"], "no dirty arbiter"),
     ("control_socket", "/run/g.ctl", "its own control socket"),
