@@ -57,13 +57,23 @@ def control_path_candidates(name: str, uid: int, environ: Mapping[str, str],
                             run: str = "/run", tmp: str = "/tmp") -> list[str]:
     """Every place a master of `uid` may have put the socket of `name`, in the order
     the master prefers them."""
-    candidates = [os.path.join(run, "unbroken", name, "control.sock"),
-                  os.path.join(run, "user", str(uid), "unbroken", name, "control.sock")]
+    return list(dict.fromkeys(
+        os.path.join(directory, name, "control.sock") if per_name
+        else os.path.join(directory, f"{name}.sock")
+        for directory, per_name in _places(uid, environ, run, tmp)))
+
+
+def _places(uid: int, environ: Mapping[str, str], run: str,
+            tmp: str) -> list[tuple[str, bool]]:
+    """The directories control sockets live in, in the master's order, and whether each
+    holds a directory per name (`NAME/control.sock`) or `NAME.sock` files."""
+    places = [(os.path.join(run, "unbroken"), True),
+              (os.path.join(run, "user", str(uid), "unbroken"), True)]
     legacy = environ.get("XDG_RUNTIME_DIR")
     if legacy:
-        candidates.append(os.path.join(legacy, "unbroken", f"{name}.sock"))
-    candidates.append(os.path.join(tmp, f"unbroken-{uid}", f"{name}.sock"))
-    return list(dict.fromkeys(candidates))
+        places.append((os.path.join(legacy, "unbroken"), False))
+    places.append((os.path.join(tmp, f"unbroken-{uid}"), False))
+    return places
 
 
 def _owned_by(directory: str, uid: int) -> bool:
@@ -110,14 +120,8 @@ def control_path_problem(path: str, named: bool = True) -> str | None:
 
 def control_directories(uid: int, environ: Mapping[str, str], run: str = "/run",
                         tmp: str = "/tmp") -> list[str]:
-    """The directories the candidates of every name live in (see the module docstring):
-    per-name directories under the first two, `<name>.sock` files in the others."""
-    candidates = [os.path.join(run, "unbroken"), os.path.join(run, "user", str(uid), "unbroken")]
-    legacy = environ.get("XDG_RUNTIME_DIR")
-    if legacy:
-        candidates.append(os.path.join(legacy, "unbroken"))
-    candidates.append(os.path.join(tmp, f"unbroken-{uid}"))
-    return list(dict.fromkeys(candidates))
+    """The directories the candidates of every name live in (see the module docstring)."""
+    return list(dict.fromkeys(directory for directory, _ in _places(uid, environ, run, tmp)))
 
 
 def services_in(directory: str) -> list[str]:

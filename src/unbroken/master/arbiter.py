@@ -249,7 +249,7 @@ class Master:
     def _start_generation(self, action: events.StartGeneration) -> events.Event | None:
         if action.number > 1:
             self.hooks.reloading()
-        generation = self.pool.new_generation(action.number, self.config, self.sockets.current)
+        generation = self.pool.new_generation(action.number, self.sockets.current)
         log.info("generation %d: starting %d worker(s) from %s", action.number, action.workers,
                  generation.directory)
         self._send(action.to, progress(f"generation {action.number}: booting {action.workers} "

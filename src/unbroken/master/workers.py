@@ -77,8 +77,9 @@ class WorkerHub:
 
     # -- generations ------------------------------------------------------------------
 
-    def new_generation(self, number: int, config: Config,
-                       listeners: tuple[socket.socket, ...]) -> Generation:
+    def new_generation(self, number: int, listeners: tuple[socket.socket, ...]) -> Generation:
+        """`current` (or --chdir) resolved now: each generation runs what is on disk."""
+        config = self.config
         directory = os.path.realpath(config.chdir or os.getcwd())
         generation = Generation(number, directory, time.monotonic(),
                                 resolve_python(config.python, directory), config.user,

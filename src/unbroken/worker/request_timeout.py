@@ -96,11 +96,11 @@ class RequestTimeout:
         shut the socket down under the app."""
         transport = exchange.connection.transport
         raw = transport.get_extra_info("socket") if transport is not None else None
-        if raw is None:
+        if transport is None or raw is None:
             return
         sock = socket.socket(fileno=os.dup(raw.fileno()))
         try:
-            tls = transport.get_extra_info("sslcontext") is not None if transport else False
+            tls = transport.get_extra_info("sslcontext") is not None
             if exchange.response is NOT_STARTED and not tls:
                 plan, body = timed_out_response(exchange, self.limit)
                 try:

@@ -167,7 +167,8 @@ class WSGIRequest:
             try:
                 if result is not None:
                     self._close(result)
-                    self._after()
+                    if self._environ is not None:  # request hooks
+                        self._after()
             finally:
                 engine.in_app = False
                 if engine.held:  # the drain watchdog is taking over (worker/main.py)
@@ -193,7 +194,8 @@ class WSGIRequest:
             self._failed(error)
         finally:
             self._close(result)
-        self._after()
+        if self._environ is not None:  # request hooks
+            self._after()
 
     # ----------------------------------------------------- application thread
 
@@ -206,7 +208,8 @@ class WSGIRequest:
                 self._close(result)
         except Exception as error:
             self._failed(error)
-        self._after()
+        if self._environ is not None:  # request hooks
+            self._after()
 
     # ------------------------------------------------------------ either thread
 
@@ -222,8 +225,7 @@ class WSGIRequest:
     def _after(self) -> None:
         """(the app's thread, the response over) The post_request hook, if any."""
         hooks = self._engine.request_hooks
-        if hooks is None or self._environ is None:
-            return
+        assert hooks is not None and self._environ is not None
         try:
             code = self._status[0] if self._status is not None else 500
             hooks.after(self._exchange.head, self._environ, code, self._headers)
