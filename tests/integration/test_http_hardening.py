@@ -94,3 +94,184 @@ def test_a_body_over_limit_request_body_is_413_before_the_app_runs(
     within = _exchange(service.address, b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
                        b"Content-Length: 1024\r\n\r\n" + b"x" * 1024)
     assert _statuses(within) == [b"200"], within
+
+
+READING_APPS = {
+    "wsgi": ("read_app:app", """
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/read":
+        environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Length", "3")])
+    return [b"ok\\n"]
+"""),
+    "asgi": ("read_asgi:app", """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/read":
+        while (await receive()).get("more_body"):
+            pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\\n"})
+"""),
+}
+
+
+def _reading_service(service_factory: Any, releases: Path, worker_class: str,
+                     *args: str) -> Any:
+    app, source = READING_APPS[worker_class]
+    (releases / "current" / f"{app.split(':')[0]}.py").write_text(source)
+    service = service_factory("-k", worker_class, *args, app=app)
+    service.wait_serving()
+    return service
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    """What the server sent until it closed, and when it closed (None: still open)."""
+    started, received = time.monotonic(), b""
+    sock.settimeout(0.2)
+    while time.monotonic() - started < seconds:
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return received, time.monotonic() - started
+        if not part:
+            return received, time.monotonic() - started
+        received += part
+    return received, None
+
+
+@pytest.mark.parametrize("worker_class", ["wsgi", "asgi"])
+def test_a_trickling_body_is_cut_with_408_and_blocks_nobody(
+        service_factory: Any, releases: Path, worker_class: str) -> None:
+    """Issue 14 item 2 and the body minimum rate: four connections send Content-Length:
+    100000, then a byte every 0.25 s; fresh GETs are answered meanwhile, and each slow
+    body is cut with 408 once it falls under 500 B/s after --body-timeout (2 s)."""
+    service = _reading_service(service_factory, releases, worker_class,
+                               "--body-timeout", "2", "--body-min-rate", "500")
+    slow = [socket.create_connection(service.address, timeout=5) for _ in range(4)]
+    try:
+        for sock in slow:
+            sock.sendall(b"POST /read HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+        started, answered = time.monotonic(), 0
+        for _ in range(12):  # 3 s of trickling, a fresh GET at each step
+            time.sleep(0.25)
+            for sock in slow:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass  # already cut
+            if _statuses(_exchange(service.address, b"GET / HTTP/1.1\r\nHost: h\r\n"
+                                   b"Connection: close\r\n\r\n", timeout=1.0)) == [b"200"]:
+                answered += 1
+        assert answered == 12
+        for sock in slow:
+            answer, closed_at = _closed_within(sock, 3.0)
+            assert _statuses(answer) == [b"408"], answer
+            assert closed_at is not None
+        assert time.monotonic() - started < 7.0
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize("worker_class", ["wsgi", "asgi"])
+def test_an_unread_body_that_never_comes_does_not_hold_the_connection(
+        service_factory: Any, releases: Path, worker_class: str) -> None:
+    """Issue 14 item 3: `POST /noread` with Content-Length: 100000 and no body. ASGI
+    answers at once (the app reads nothing) with Connection: close and closes; WSGI
+    reads a body ahead before the app runs, so the missing body is cut with 408 at
+    --body-timeout. Either way the connection is gone, not held forever."""
+    service = _reading_service(service_factory, releases, worker_class, "--body-timeout", "2")
+    with socket.create_connection(service.address, timeout=5) as sock:
+        sock.sendall(b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+        answer, closed_at = _closed_within(sock, 8.0)
+    assert closed_at is not None, answer
+    expected = [b"200"] if worker_class == "asgi" else [b"408"]
+    assert _statuses(answer) == expected, answer
+    assert b"connection: close" in answer.lower()
+
+
+@pytest.mark.parametrize("worker_class", ["wsgi", "asgi"])
+def test_an_unread_chunked_body_that_breaks_later_closes_the_connection(
+        service_factory: Any, releases: Path, worker_class: str) -> None:
+    """Issue 14 item 3's second case: /noread chunked, then `zz\\r\\n\\r\\n` 0.3 s later."""
+    service = _reading_service(service_factory, releases, worker_class)
+    with socket.create_connection(service.address, timeout=5) as sock:
+        sock.sendall(HEAD.replace(b"/x", b"/noread") + b"5\r\nhello\r\n")
+        time.sleep(0.3)
+        try:
+            sock.sendall(b"zz\r\n\r\n")
+        except OSError:
+            pass  # closed already: the answer said so
+        answer, closed_at = _closed_within(sock, 5.0)
+    assert closed_at is not None, answer
+    assert _statuses(answer) in ([b"200"], [b"400"]), answer
+
+
+def test_asgi_takes_100000_one_byte_chunks_in_linear_time(
+        service_factory: Any, releases: Path) -> None:
+    """Issue 14 item 4: each arrival summed every buffered chunk again, so 20,000 chunks
+    cost 6.6 s of CPU and 100,000 got no answer in 60 s; now the answer comes at once."""
+    service = _reading_service(service_factory, releases, "asgi")
+    body = b"1\r\nx\r\n" * 100_000 + b"0\r\n\r\n"
+    answer = _exchange(service.address, HEAD.replace(b"/x", b"/read") + body + AFTER,
+                       timeout=20.0)
+    assert _statuses(answer) == [b"200", b"200"], answer[-300:]
+
+
+@pytest.mark.parametrize("variant", [
+    pytest.param(("wsgi", 1, ()), id="wsgi-default"),
+    pytest.param(("wsgi", 4, ("--threads", "4")), id="wsgi-threads-4"),
+    pytest.param(("asgi", 1, ()), id="asgi"),
+    pytest.param(("gevent", 1, ()), id="gevent"),
+])
+def test_a_fresh_get_is_answered_under_a_mixed_attack(
+        service_factory: Any, releases: Path, variant: tuple[str, int, tuple[str, ...]]) -> None:
+    """Issue 14: with 2 x (workers x threads) partial heads, as many trickling POSTs and
+    1,500 idle kept-alive connections open, 20 fresh `GET /` in a row each complete in
+    under a second (before: 10 of 20 for the default WSGI worker, the worst 5 s)."""
+    worker_class, threads, args = variant
+    if worker_class == "gevent":
+        pytest.importorskip("gevent")
+    service = _reading_service(service_factory, releases,
+                               "wsgi" if worker_class == "gevent" else worker_class,
+                               *(("-k", "gevent") if worker_class == "gevent" else ()),
+                               *args, "--keep-alive", "60")
+    attackers = 2 * (2 * threads)
+    opened: list[socket.socket] = []
+    try:
+        partial, slow = [], []
+        for _ in range(attackers):
+            sock = socket.create_connection(service.address, timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n")
+            partial.append(sock)
+            sock = socket.create_connection(service.address, timeout=5)
+            sock.sendall(b"POST /read HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+            slow.append(sock)
+        opened += partial + slow
+        for _ in range(1500):
+            sock = socket.create_connection(service.address, timeout=5)
+            opened.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        latencies = []
+        for step in range(20):
+            for sock in partial if step % 2 else slow:  # a byte every 0.1-0.2 s each
+                try:
+                    sock.send(b"X" if sock in slow else b"x")
+                except OSError:
+                    pass
+            started = time.monotonic()
+            answer = _exchange(service.address, b"GET / HTTP/1.1\r\nHost: h\r\n"
+                               b"Connection: close\r\n\r\n", timeout=5.0)
+            latencies.append(time.monotonic() - started)
+            assert _statuses(answer) == [b"200"], (step, answer)
+            time.sleep(0.1)
+        assert max(latencies) < 1.0, latencies
+    finally:
+        for sock in opened:
+            sock.close()

@@ -129,6 +129,22 @@ class Config:
         10 * SECONDS, "--header-timeout", parse=positive_float,
         help="Seconds a client has to send a request line and all its headers (then 408).",
     )
+    body_timeout: float = setting(
+        20 * SECONDS, "--body-timeout", parse=positive_float,
+        help="Seconds a request body has for its first bytes, and the longest gap between two "
+        "of its parts (then 408).",
+    )
+    body_min_rate: float = setting(
+        500.0, "--body-min-rate", parse=non_negative_float, metavar="BYTES_PER_SECOND",
+        help="After its first --body-timeout seconds a request body must average this many "
+        "bytes a second, or it is cut with 408 (Apache's MinRate; 0: only the gap counts).",
+    )
+    discard_timeout: float = setting(
+        5 * SECONDS, "--discard-timeout", parse=positive_float,
+        help="Seconds the rest of a body the app stopped reading is read and dropped after "
+        "the response, to keep the connection alive; then it closes. A body the app never "
+        "asked for is not waited for: its response says Connection: close.",
+    )
     timeout: float = setting(
         30 * SECONDS, "-t", "--timeout", parse=positive_float,
         help="A worker silent (no heartbeat) for this many seconds is killed and replaced. "
@@ -205,7 +221,9 @@ class Config:
     )
     worker_connections: int = setting(
         1000, "--worker-connections", parse=positive_int,
-        help="Concurrent requests (greenlets) per gevent worker; also caps its connections.",
+        help="Connections a worker holds open at once (and a gevent worker's greenlets). At "
+        "the cap the longest-idle kept-alive connection is closed to take a new one; with "
+        "none idle, the worker stops accepting until one ends.",
     )
     certfile: str | None = setting(
         None, "--certfile", metavar="FILE",

@@ -36,14 +36,22 @@ class EngineSettings:
     keep_alive_timeout: float = 5 * SECONDS
     # Whole request line + headers must arrive within this (slowloris defence).
     header_timeout: float = 10 * SECONDS
-    # A request body must make progress: no gap between two reads longer than this.
+    # A request body's first bytes must come within this, and no gap between two of
+    # its reads may be longer (timers.py `body_deadline`)...
     body_timeout: float = 20 * SECONDS
+    # ...and after body_timeout it must average this many bytes a second (mod_reqtimeout's
+    # MinRate; 0: no rate, only the gap), so a trickle is cut with 408.
+    body_min_rate: float = 500.0
+    # The rest of a body the app stopped reading is read (and dropped) for at most this
+    # long after the response, to keep the connection; then it closes.
+    discard_timeout: float = 5 * SECONDS
     limit_request_line: int = 8 * KIB
     limit_request_fields: int = 100
     limit_request_field_size: int = 8 * KIB
     limit_request_headers: int = 64 * KIB
     max_body_size: int | None = None
-    # Connections a worker holds open at once; beyond it the engine stops accepting.
+    # Connections a worker holds open at once. At the cap the longest-idle kept-alive (or
+    # still silent) connection is closed for a new one; with none idle, accepting stops.
     max_connections: int = 1000
     url_scheme: str = "http"
     # Path of the access log ('-' for stdout), or None for no access log.

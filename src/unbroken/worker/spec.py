@@ -31,12 +31,16 @@ FROM_CONFIG: dict[str, str] = {
     "threads": "threads",
     "keep_alive_timeout": "keep_alive",
     "header_timeout": "header_timeout",
+    "body_timeout": "body_timeout",
+    "body_min_rate": "body_min_rate",
+    "discard_timeout": "discard_timeout",
     "limit_request_line": "limit_request_line",
     "limit_request_fields": "limit_request_fields",
     "limit_request_field_size": "limit_request_field_size",
     "access_log": "access_logfile",
     "access_log_format": "access_log_format",
     "worker_connections": "worker_connections",
+    "max_connections": "worker_connections",  # gunicorn's: the clients a worker holds
     "forwarded_allow_ips": "forwarded_allow_ips",
     "proxy_protocol": "proxy_protocol",
 }
@@ -47,7 +51,7 @@ CONVERTED: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_body_size": ("limit_request_body", lambda size: size or None),  # 0: no limit
 }
 # Engine settings with no declared setting (yet): the engine's defaults apply.
-ENGINE_ONLY = frozenset({"body_timeout", "limit_request_headers", "max_connections"})
+ENGINE_ONLY = frozenset({"limit_request_headers"})
 
 
 @dataclass(frozen=True)

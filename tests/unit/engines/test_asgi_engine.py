@@ -266,3 +266,49 @@ def read_until_closed(client: socket.socket, timeout: float) -> tuple[bool, byte
             return True, received
         received += chunk
     return False, received
+
+
+def _masked_frame(first_byte: int, payload: bytes) -> bytes:
+    """A client's frame (RFC 6455 §5.2): masked, with a 64-bit length."""
+    mask = b"\x01\x02\x03\x04"
+    key = int.from_bytes(mask * (len(payload) // 4 + 1), "big") >> (
+        8 * (4 - len(payload) % 4) if len(payload) % 4 else 0)
+    masked = (int.from_bytes(payload, "big") ^ key).to_bytes(len(payload), "big")
+    return bytes([first_byte, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask + masked
+
+
+def test_a_deflate_bomb_is_closed_with_1009_before_it_is_inflated() -> None:
+    """The message cap counts inflated bytes, and inflating stops at it: a 256 KiB
+    compressed frame of 256 MiB of zeros never becomes 256 MiB in the worker."""
+    import tracemalloc
+    import zlib
+
+    compressor = zlib.compressobj(wbits=-15)
+    payload = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(256))
+    payload += compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert payload.endswith(b"\x00\x00\xff\xff") and len(payload) < 512 * 1024
+    frame = _masked_frame(0x80 | 0x40 | 0x2, payload[:-4])  # FIN, RSV1 (compressed), binary
+    with serve(ws_echo_app) as server, server.connect() as client:
+        client.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101") and b"permessage-deflate" in head, head
+        tracemalloc.start()
+        try:
+            client.sendall(frame)
+            answer = b""
+            client.settimeout(5)
+            while len(answer) < 4:
+                part = client.recv(4096)
+                if not part:
+                    break
+                answer += part
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert answer[:1] == b"\x88" and answer[2:4] == (1009).to_bytes(2, "big"), answer
+        assert peak < 64 * 1024 * 1024, f"{peak / 2**20:.0f} MiB"

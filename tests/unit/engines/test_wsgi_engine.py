@@ -324,10 +324,11 @@ def test_stalled_body_is_closed_after_body_timeout() -> None:
 
 def test_bodies_trickling_in_hold_no_thread_from_other_clients(threads: int) -> None:
     """As many connections as there are threads each send Content-Length: 100000 and
-    then a byte every 0.15 s (inside the body timer): the bodies are read ahead on the
-    loop, so fresh GETs are answered at once meanwhile (before, every one of them
-    waited; HTTP-hardening issue item 2), and the uploads complete in the end."""
-    with serve(echo_app) as server:
+    then a byte every 0.15 s (inside the body timer's gap, with no minimum rate): the
+    bodies are read ahead on the loop, so fresh GETs are answered at once meanwhile
+    (before, every one of them waited; HTTP-hardening issue item 2), and the uploads
+    complete in the end."""
+    with serve(echo_app, body_min_rate=0) as server:
         uploads = [server.connect() for _ in range(threads)]
         for upload in uploads:
             upload.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\na")
@@ -594,3 +595,26 @@ def test_a_request_restarts_the_idle_timeout() -> None:
         assert not is_closed(client, timeout=0.3)  # past the first timer's 0.5 s
         assert is_closed(client)
         assert 0.4 < time.monotonic() - last_answer < 1.2
+
+
+def test_at_max_connections_the_longest_idle_connection_makes_room() -> None:
+    """HTTP-hardening issue: a flood of idle keep-alives must not lock new clients out.
+    At the cap the connection idle the longest is closed; one mid-request is not."""
+    with serve(echo_app, max_connections=3, keep_alive_timeout=30.0, body_timeout=30.0) as server:
+        oldest, newer = server.connect(), server.connect()
+        for client in (oldest, newer):
+            client.sendall(get("/first"))
+            assert read_response(client)[2] == b"GET /first "
+            time.sleep(0.05)  # so the two idle periods are ordered
+        busy = server.connect()
+        busy.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+        assert is_closed(oldest, timeout=2.0)
+        assert not is_closed(newer, timeout=0.3) and not is_closed(busy, timeout=0.3)
+        fresh = server.connect()
+        fresh.sendall(get("/fresh"))
+        assert read_response(fresh)[2] == b"GET /fresh "
+        busy.sendall(b"cd")
+        assert read_response(busy)[2] == b"POST /up abcd"
+        for client in (oldest, newer, busy, fresh):
+            client.close()
+        assert server.engine._server.evicted >= 1

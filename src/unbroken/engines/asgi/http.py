@@ -69,6 +69,7 @@ class HTTPCycle(WriteBackPressure):
         "_asked_for_body",
         "_body_given",
         "_body_waiter",
+        "_buffered",
         "_chunks",
         "_complete",
         "_disconnected",
@@ -85,6 +86,9 @@ class HTTPCycle(WriteBackPressure):
         self._exchange = exchange
         self._loop = loop
         self._chunks: list[bytes] = []
+        # Their total, kept as they come: summing the list at every arrival was
+        # quadratic (20,000 one-byte chunks cost 6.6 s of CPU: issue 14 item 4).
+        self._buffered = 0
         self._more_body = exchange.head.has_body
         self._body_waiter: asyncio.Future[None] | None = None
         self._asked_for_body = False
@@ -100,8 +104,9 @@ class HTTPCycle(WriteBackPressure):
 
     def body_received(self, data: bytes) -> int:
         self._chunks.append(data)
+        self._buffered += len(data)
         self._wake_reader()
-        return sum(map(len, self._chunks))
+        return self._buffered
 
     def body_complete(self) -> None:
         self._more_body = False
@@ -138,6 +143,7 @@ class HTTPCycle(WriteBackPressure):
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        self._buffered = 0
         if self._more_body:
             self._exchange.resume_body()
         else:

@@ -10,6 +10,9 @@ Rules:
    with code 1012, and the core aborts the socket if the client does not answer
    within its CLOSE_HANDSHAKE_TIMEOUT.
 4. Reading pauses while the application has more than `MAX_QUEUED` messages unread.
+5. A message may be `MAX_MESSAGE_SIZE` bytes as the app gets it, i.e. after any
+   permessage-deflate inflating, which stops at that cap (deflate.py): more is closed
+   with 1009 before it is in memory.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from unbroken.engines.asgi.deflate import BoundedDeflate
 from unbroken.engines.asgi.http import ASGIApp, ClientDisconnected, Message, WriteBackPressure
 from unbroken.engines.core.exchange import Exchange
 from unbroken.http.response import plan_response
@@ -110,6 +113,10 @@ class WebSocketSession(WriteBackPressure):
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
                 self._connection.write(self._ws.send(event.response()))
+            elif self._ws.state is ConnectionState.OPEN:
+                # Not the client's close: wsproto failed a frame (a bad one, or one
+                # inflating past the cap: deflate.py) and names the code; say it.
+                self._connection.write(self._ws.send(CloseConnection(event.code, event.reason)))
             self._connection.close()
             self._disconnect(event.code, event.reason or "")
 
@@ -181,7 +188,7 @@ class WebSocketSession(WriteBackPressure):
             headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ())]
             response = self._ws.send(AcceptConnection(
                 subprotocol=message.get("subprotocol"),
-                extensions=[PerMessageDeflate()], extra_headers=headers))
+                extensions=[BoundedDeflate(MAX_MESSAGE_SIZE)], extra_headers=headers))
             if not self._exchange.switch_protocols(response, 101, self):
                 self._disconnect(ABNORMAL_CLOSURE)
                 raise ClientDisconnected("the client left before the handshake")

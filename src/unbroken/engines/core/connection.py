@@ -54,7 +54,7 @@ from unbroken.engines.core.states import (
     ConnectionEvent,
     ConnectionState,
 )
-from unbroken.engines.core.timers import Timers
+from unbroken.engines.core.timers import NO_TIMER, Timers
 from unbroken.http.events import (
     MESSAGE_COMPLETE,
     Event,
@@ -121,9 +121,15 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         # requests queue up) are undone apart, in any state: reasons, not a state.
         self._read_pauses: set[str] = set()
         self._timer: Timer | None = None
-        # Which timer `_timer` is: the idle timer outlives the idle period (see the timer
-        # table above), so this is not the connection's state but the timer's.
-        self._timer_is_idle = False
+        # Which timer `_timer` is (timers.py): the idle timer outlives the idle period,
+        # and the body and discard timers are armed once, not per read; so this is not
+        # the connection's state but the timer's.
+        self._timer_kind = NO_TIMER
+        # The body clock (timers.py `body_deadline`): since when the body is read, how
+        # many bytes came in that time, and when the last did.
+        self._body_since = 0.0
+        self._body_bytes = 0
+        self._body_last = 0.0
         self._idle_since = 0.0
         # The client half-closed: a fact about its direction, possible in any state.
         self._eof = False
@@ -133,6 +139,11 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         self.sockname: Any = None
         self.trusts_forwarded = False
         self._proxy_header = ProxyHeaderParser() if server.settings.proxy_protocol else None
+
+    @property
+    def idle_since(self) -> float:
+        """When its last idle period began (a clock time; meaningful while IDLE)."""
+        return self._idle_since
 
     @property
     def closing(self) -> bool:
@@ -209,10 +220,13 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
             self.upgraded.eof_received()
             return None
         current = self.current
-        if (current is not None and current.request is not REQUEST_COMPLETE
-                and current.listener is not None):
+        cut = current is not None and current.request is not REQUEST_COMPLETE
+        if cut and current is not None and current.listener is not None:
             current.listener.body_failed(ConnectionResetError("client closed mid-body"))
-        if current is None or self.closing or self.server.eof_is_disconnect:
+        # Mid-body, the request can never be whole: nothing to answer, nothing to wait
+        # for (a body read ahead for an app not yet called would otherwise hold the
+        # connection, and a drain, until the body timer).
+        if current is None or cut or self.closing or self.server.eof_is_disconnect:
             if self.transport is not None:
                 self.transport.close()
             return None
@@ -267,9 +281,11 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
     def may_keep_alive(self, exchange: Exchange, plan: ResponsePlan) -> bool:
         if plan.must_close or not exchange.head.keep_alive or self.server.no_keep_alive:
             return False
-        head = exchange.head
-        if head.expect_continue and exchange.request is BODY_WAITING:
-            return False  # the client may or may not send the body now: ambiguous
+        if exchange.request is BODY_WAITING:
+            # A body the app never asked for (nor was it read ahead) is still coming:
+            # say close rather than wait for bytes nobody wants (granian closes here
+            # too). With `Expect: 100-continue` the client may or may not send it now.
+            return False
         if self.server.draining or self.server.parked:
             return any(isinstance(event, RequestHead) for event in self._pending)
         return True

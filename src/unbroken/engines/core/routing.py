@@ -28,6 +28,7 @@ from unbroken.engines.core.states import (
     RESPONSE_ENDED,
     ConnectionState,
 )
+from unbroken.engines.core.timers import IDLE_TIMER
 from unbroken.http.errors import HTTPError
 from unbroken.http.events import BodyData, Event, MessageComplete, RequestHead, RequestRejected
 from unbroken.http.response import error_response
@@ -50,7 +51,9 @@ class Pipeline:
         _pending: deque[Event]
         _pending_bytes: int
         _read_pauses: set[str]
-        _timer_is_idle: bool
+        _timer_kind: str
+        _body_bytes: int
+        _body_last: float
         _idle_since: float
         _eof: bool
         _clock: Clock
@@ -68,7 +71,7 @@ class Pipeline:
 
         def _cancel_timer(self) -> None: ...
 
-        def _arm(self, delay: float, callback: Any) -> None: ...
+        def _arm(self, delay: float, callback: Any, kind: str = ...) -> None: ...
 
         def _enter_head_phase(self) -> None: ...
 
@@ -101,6 +104,9 @@ class Pipeline:
     def _deliver_body(self, current: Exchange, data: bytes) -> None:
         if current.response is RESPONSE_ENDED:
             return  # the response is done; the rest of the body is discarded
+        # The body clock (timers.py): what came, and when it last did.
+        self._body_bytes += len(data)
+        self._body_last = self._clock.time()
         if current.listener is not None and current.listener.body_received(data) > READ_HIGH_WATER:
             self.pause_reading("body")
 
@@ -145,7 +151,7 @@ class Pipeline:
         exchange = Exchange(self, head)  # type: ignore[arg-type]  # an HTTPConnection
         self.current = exchange
         self.state = CONNECTION[self.state, REQUEST_STARTED]
-        if not self._timer_is_idle:
+        if self._timer_kind is not IDLE_TIMER:
             self._cancel_timer()
         self.server.in_flight += 1
         exchange.listener = self.server.handler.handle(exchange)
@@ -166,9 +172,9 @@ class Pipeline:
         else:
             self.state = CONNECTION[self.state, ALL_ANSWERED]
             self._idle_since = self._clock.time()
-            if not self._timer_is_idle:
-                self._arm(self.server.settings.keep_alive_timeout, self._idle_timed_out)
-                self._timer_is_idle = True
+            if self._timer_kind is not IDLE_TIMER:
+                self._arm(self.server.settings.keep_alive_timeout, self._idle_timed_out,
+                          IDLE_TIMER)
 
     def _answer_error(self, error: HTTPError) -> None:
         self.write(error_response(error.status, error.phrase, self.server.date_field()))

@@ -17,6 +17,7 @@ from unbroken.engines.core.access_log import AccessLog
 from unbroken.engines.core.connection import Clock, HTTPConnection
 from unbroken.engines.core.exchange import Exchange, RequestHandler
 from unbroken.engines.core.states import (
+    IDLE,
     RESPONSE_ENDED,
     SERVING,
 )
@@ -97,6 +98,7 @@ class ConnectionServer:
         # Accepted, not yet connected to a protocol: nothing of them has been read.
         self._adopting: set[socket.socket] = set()
         self._accepted = 0  # sockets accepted and not yet closed
+        self.evicted = 0  # idle connections closed to make room at max_connections
         self._all_closed: asyncio.Event | None = None
 
     @property
@@ -147,9 +149,25 @@ class ConnectionServer:
 
     def _accepted_socket(self, sock: socket.socket) -> None:
         self._accepted += 1
+        if self._accepted >= self.settings.max_connections:
+            self._make_room()
         self._adopting.add(sock)
         task = self.loop.create_task(self._adopt(sock))
         task.add_done_callback(_consume_result)
+
+    def _make_room(self) -> None:
+        """At the cap: close the connection idle the longest between requests, so the
+        next client is served rather than kept waiting behind idle ones (a flood of
+        idle keep-alives must not lock out new clients: HTTP-HARDENING.md §5.2). When it
+        has gone, accepting resumes (`_socket_released`). Only kept-alive idle ones: a
+        client may close those at any moment and retries on a new connection (RFC 9112
+        §9.3.1), as it does at the idle timeout; a fresh connection's first request has
+        no such retry, and one mid-request is someone's work. With none idle, accepting
+        simply stops until a connection ends."""
+        victim = longest_idle(self._connections)
+        if victim is not None:
+            self.evicted += 1
+            victim.close()
 
     def adopt(self, sockets: list[socket.socket]) -> None:
         """Serve connections a draining sibling handed over (see `handover_fds`) as if
@@ -344,3 +362,9 @@ class CoreCounters:
         """After `drain`: the requests its deadline cut (the worker reports them)."""
         return self._server.cut
 
+
+
+def longest_idle(connections: Iterable[HTTPConnection]) -> HTTPConnection | None:
+    """The kept-alive connection idle since the earliest moment, if any is idle."""
+    idle = [connection for connection in connections if connection.state is IDLE]
+    return min(idle, key=lambda connection: connection.idle_since) if idle else None

@@ -176,7 +176,8 @@ class EchoHandler:
     unless `read_body` is False (then the app waits, as a WSGI app that never reads)."""
 
     read_body: bool = True
-    answer_first: bool = False  # answer on the head alone, before reading the body
+    # Answer on the head alone, before the body's end (having asked for it if read_body).
+    answer_first: bool = False
     chunked: bool = False
     exchanges: list[Exchange] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
@@ -184,6 +185,8 @@ class EchoHandler:
     def handle(self, exchange: Exchange) -> Echo:
         self.exchanges.append(exchange)
         echo = Echo(exchange, self)
+        if self.answer_first and self.read_body and not exchange.request_complete:
+            exchange.read_body()  # it began to read, then answered before the end
         if self.answer_first or exchange.request_complete:
             echo.answer()
         elif self.read_body:

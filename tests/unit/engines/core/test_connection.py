@@ -4,7 +4,9 @@ engines/core/connection.py, each rule at its exact instant, with no socket and n
     fresh connection, nothing received ........ header_timeout → close
     idle between requests ...................... keep_alive_timeout → close
     part of a head received .................... header_timeout from its first byte → 408, close
-    body expected, not paused, app is reading .. body_timeout between arrivals → 408/close
+    body expected, not paused, app is reading .. the body clock (`body_deadline`) → 408, close
+    response ended, the rest of the body ....... discard_timeout from the response's end → close
+      still coming (read only to be dropped)
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from unbroken.engines.core.routing import READ_HIGH_WATER
 from unbroken.engines.core.states import ConnectionState
 from unbroken.http.response import plan_response
 
-HEADER, KEEP_ALIVE, BODY = (SETTINGS.header_timeout, SETTINGS.keep_alive_timeout,
-                            SETTINGS.body_timeout)
+HEADER, KEEP_ALIVE, BODY, RATE, DISCARD = (
+    SETTINGS.header_timeout, SETTINGS.keep_alive_timeout, SETTINGS.body_timeout,
+    SETTINGS.body_min_rate, SETTINGS.discard_timeout)
 TICK = 1e-6
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 DATE = b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
@@ -93,14 +96,16 @@ def test_a_head_begun_while_idle_is_timed_from_its_first_byte() -> None:
         assert status_line(w.transport.take()) == b"HTTP/1.1 408 Request Timeout"
 
 
-def test_a_body_the_app_reads_gets_body_timeout_between_arrivals() -> None:
-    with wire() as w:
+def test_a_body_the_app_reads_may_not_stall_longer_than_body_timeout() -> None:
+    with wire(body_min_rate=0) as w:  # the gap alone
         w.send(POST_HEAD + b"ab")
         assert w.clock.armed() == [BODY]
         w.advance(BODY - 1.0)
-        w.send(b"cd")  # an arrival restarts it
-        assert w.clock.armed() == [BODY]
-        w.advance(BODY - TICK)
+        w.send(b"cd")  # no timer is moved: the one armed looks again when it fires
+        assert w.clock.armed() == [1.0]
+        w.advance(1.0)
+        assert w.clock.armed() == [BODY - 1.0] and w.transport.take() == b""
+        w.advance(BODY - 1.0 - TICK)
         assert w.transport.take() == b""
         w.advance(TICK)
         assert status_line(w.transport.take()) == b"HTTP/1.1 408 Request Timeout"
@@ -108,6 +113,36 @@ def test_a_body_the_app_reads_gets_body_timeout_between_arrivals() -> None:
         assert w.transport.eof_written and not w.transport.closed
         w.advance(LINGER_TIMEOUT)
         assert w.transport.aborted
+
+
+def test_a_trickling_body_is_cut_with_408_when_it_falls_under_the_minimum_rate() -> None:
+    """One byte every 2 s (issue 14's slow POST): BODY seconds, plus a second per RATE
+    bytes received, and no more; each byte's arrival keeps the gap rule happy."""
+    head = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+    with wire() as w:
+        w.send(head)
+        sent = 0
+        while w.clock.now - 1000.0 + 2.0 < BODY:
+            w.advance(2.0)
+            w.send(b"x")
+            sent += 1
+        due = 1000.0 + BODY + sent / RATE
+        w.advance(due - w.clock.now - TICK)
+        assert w.transport.take() == b"" and not w.transport.eof_written
+        w.advance(TICK)
+        assert status_line(w.transport.take()) == b"HTTP/1.1 408 Request Timeout"
+        assert w.handler.failures, "the app's body read fails too"
+
+
+def test_a_body_at_the_minimum_rate_or_faster_is_never_cut() -> None:
+    size = int(RATE * BODY * 4)
+    head = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+    with wire() as w:
+        w.send(head)
+        for _ in range(int(BODY * 4)):  # RATE bytes a second, for 4 x BODY seconds
+            w.advance(1.0)
+            w.send(b"x" * int(RATE))
+        assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
 
 
 def test_a_body_the_app_does_not_read_runs_no_timer() -> None:
@@ -143,15 +178,30 @@ def test_a_paused_read_runs_no_body_timer_until_the_app_resumes_it() -> None:
         assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
 
 
-def test_the_rest_of_a_body_after_the_response_is_discarded_under_the_body_timer() -> None:
-    with wire(EchoHandler(answer_first=True)) as w:
+def test_the_rest_of_a_body_after_the_response_is_discarded_until_discard_timeout() -> None:
+    with wire(EchoHandler(answer_first=True)) as w:  # it read some, then answered
         w.send(POST_HEAD + b"ab")
-        assert status_line(w.transport.take()) == b"HTTP/1.1 200 OK"
-        assert w.clock.armed() == [BODY]
-        w.advance(BODY - TICK)
+        answer = w.transport.take()
+        assert status_line(answer) == b"HTTP/1.1 200 OK" and b"connection: close" not in answer
+        assert w.clock.armed() == [DISCARD]
+        for _ in range(3):  # reads do not move the deadline: it is a total
+            w.advance(DISCARD / 4)
+            w.send(b"c")
+        w.advance(DISCARD / 4 - TICK)
         assert not w.transport.eof_written
         w.advance(TICK)  # closed, lingering: the client already has its answer
         assert w.transport.eof_written and w.transport.take() == b""
+
+
+def test_a_body_the_app_never_asked_for_is_not_waited_for() -> None:
+    """Answered on the head alone, the body still coming: the response says close."""
+    with wire(EchoHandler(answer_first=True, read_body=False)) as w:
+        w.send(POST_HEAD + b"ab")
+        answer = w.transport.take()
+        assert status_line(answer) == b"HTTP/1.1 200 OK" and b"connection: close" in answer
+        assert w.transport.eof_written
+        w.advance(LINGER_TIMEOUT)
+        assert w.transport.aborted
 
 
 def test_a_body_that_breaks_after_the_response_closes_the_connection() -> None:
@@ -264,3 +314,16 @@ def test_a_request_past_its_timeout_mid_response_is_closed() -> None:
         w.transport.take()
         exchange.time_out(30)
         assert w.transport.take() == b"" and w.connection.state is ConnectionState.CLOSING
+
+
+def test_body_deadline_is_mod_reqtimeouts_rate_and_a_gap_limit() -> None:
+    from unbroken.engines.core.timers import body_deadline
+
+    # Nothing yet: the first bytes are due by `timeout`.
+    assert body_deadline(0.0, 0.0, 0, 20.0, 500.0) == 20.0
+    # A second more for every 500 bytes...
+    assert body_deadline(0.0, 19.0, 5_000, 20.0, 500.0) == 30.0
+    # ...but never more than `timeout` after the last read.
+    assert body_deadline(0.0, 1.0, 1_000_000, 20.0, 500.0) == 21.0
+    # No rate: the gap alone.
+    assert body_deadline(0.0, 5.0, 0, 20.0, 0.0) == 25.0
