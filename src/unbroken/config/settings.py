@@ -291,6 +291,11 @@ class Config:
         help="Largest request body (10M, 1G; 0: no limit). 413 before the app runs when "
         "Content-Length says more; a chunked body is cut with 413 when it crosses it.",
     )
+    limit_chunk_extensions: int = setting(
+        4 * KIB, "--limit-chunk-extensions", parse=byte_size, metavar="BYTES",
+        help="Largest total of chunk extensions (`;name=value` after a chunk size, which no "
+        "app sees) in one request body; more is 400.",
+    )
 
 
 def declarations() -> list[tuple[dataclasses.Field[Any], Declaration]]:

@@ -50,6 +50,8 @@ class EngineSettings:
     limit_request_field_size: int = 8 * KIB
     limit_request_headers: int = 64 * KIB
     max_body_size: int | None = None
+    # `;name=value` after chunk sizes, in total per message (no app sees them): then 400.
+    limit_chunk_extensions: int = 4 * KIB
     # Connections a worker holds open at once. At the cap the longest-idle kept-alive (or
     # still silent) connection is closed for a new one; with none idle, accepting stops.
     max_connections: int = 1000

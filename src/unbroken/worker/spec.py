@@ -31,6 +31,7 @@ FROM_CONFIG: dict[str, str] = {
     "threads": "threads",
     "keep_alive_timeout": "keep_alive",
     "header_timeout": "header_timeout",
+    "limit_chunk_extensions": "limit_chunk_extensions",
     "body_timeout": "body_timeout",
     "body_min_rate": "body_min_rate",
     "discard_timeout": "discard_timeout",

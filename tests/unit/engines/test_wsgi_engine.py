@@ -618,3 +618,15 @@ def test_at_max_connections_the_longest_idle_connection_makes_room() -> None:
         for client in (oldest, newer, busy, fresh):
             client.close()
         assert server.engine._server.evicted >= 1
+
+
+def test_chunk_extensions_over_their_limit_are_400() -> None:
+    """Counted from the `;` (";a=" and the b's): 16 bytes fit a limit of 16."""
+    chunked = b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with serve(echo_app, limit_chunk_extensions=16) as server:
+        with server.connect() as client:
+            client.sendall(chunked + b"2;a=" + b"b" * 13 + b"\r\nxy\r\n0\r\n\r\n")  # 16: fits
+            assert read_response(client)[2] == b"POST /c xy"
+        with server.connect() as client:
+            client.sendall(chunked + b"2;a=" + b"b" * 14 + b"\r\nxy\r\n0\r\n\r\n")  # 17
+            assert read_response(client)[0] == 400

@@ -77,6 +77,7 @@ class ConnectionServer:
             fields=settings.limit_request_fields,
             header_block=settings.limit_request_headers,
             max_body_size=settings.max_body_size,
+            chunk_extensions=settings.limit_chunk_extensions,
         )
         self.trusted_proxies = parse_trusted_proxies(settings.forwarded_allow_ips)
         self.requests_served = 0
