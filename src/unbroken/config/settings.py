@@ -222,8 +222,8 @@ class Config:
     worker_connections: int = setting(
         1000, "--worker-connections", parse=positive_int,
         help="Connections a worker holds open at once (and a gevent worker's greenlets). At "
-        "the cap the longest-idle kept-alive connection is closed to take a new one; with "
-        "none idle, the worker stops accepting until one ends.",
+        "the cap, with a client waiting, the longest-idle kept-alive connection is closed "
+        "for it, else the one stalled longest (silent, or a head or body trickling: 408).",
     )
     certfile: str | None = setting(
         None, "--certfile", metavar="FILE",

@@ -52,8 +52,8 @@ class EngineSettings:
     max_body_size: int | None = None
     # `;name=value` after chunk sizes, in total per message (no app sees them): then 400.
     limit_chunk_extensions: int = 4 * KIB
-    # Connections a worker holds open at once. At the cap the longest-idle kept-alive (or
-    # still silent) connection is closed for a new one; with none idle, accepting stops.
+    # Connections a worker holds open at once. At the cap, with a client waiting, an idle
+    # or stalled connection makes room (server.py `eviction_victim`), else accepting waits.
     max_connections: int = 1000
     url_scheme: str = "http"
     # Path of the access log ('-' for stdout), or None for no access log.

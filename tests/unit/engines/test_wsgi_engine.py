@@ -608,11 +608,11 @@ def test_at_max_connections_the_longest_idle_connection_makes_room() -> None:
             time.sleep(0.05)  # so the two idle periods are ordered
         busy = server.connect()
         busy.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
-        assert is_closed(oldest, timeout=2.0)
-        assert not is_closed(newer, timeout=0.3) and not is_closed(busy, timeout=0.3)
-        fresh = server.connect()
+        fresh = server.connect()  # the fourth: it waits in the listen queue for room
         fresh.sendall(get("/fresh"))
         assert read_response(fresh)[2] == b"GET /fresh "
+        assert is_closed(oldest, timeout=2.0)
+        assert not is_closed(newer, timeout=0.3) and not is_closed(busy, timeout=0.3)
         busy.sendall(b"cd")
         assert read_response(busy)[2] == b"POST /up abcd"
         for client in (oldest, newer, busy, fresh):
@@ -630,3 +630,27 @@ def test_chunk_extensions_over_their_limit_are_400() -> None:
         with server.connect() as client:
             client.sendall(chunked + b"2;a=" + b"b" * 14 + b"\r\nxy\r\n0\r\n\r\n")  # 17
             assert read_response(client)[0] == 400
+
+
+def test_at_max_connections_with_none_idle_the_longest_stalled_one_makes_room() -> None:
+    """Silent since accepted, a head begun, a body nobody answers yet: the one stalled
+    longest (for at least STALL_GRACE) goes first, with 408 if it sent anything; a
+    client waiting in the listen queue is then served."""
+    with serve(echo_app, max_connections=3, header_timeout=30.0, body_timeout=30.0) as server:
+        silent = server.connect()
+        time.sleep(0.05)
+        partial = server.connect()
+        partial.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.05)
+        body = server.connect()
+        body.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+        fresh = [server.connect() for _ in range(3)]  # all three wait in the listen queue
+        for client in fresh:
+            client.sendall(get("/fresh"))
+        assert [read_response(client)[2] for client in fresh] == [b"GET /fresh "] * 3
+        assert is_closed(silent, timeout=0.5)
+        assert partial.recv(4096).startswith(b"HTTP/1.1 408")
+        assert body.recv(4096).startswith(b"HTTP/1.1 408")
+        for client in (silent, partial, body, *fresh):
+            client.close()
+        assert server.engine._server.evicted == 3

@@ -45,12 +45,15 @@ class Acceptor:
         on_accepted: Callable[[socket.socket], None],
         may_accept: Callable[[], bool],
         busy: Callable[[], bool] = lambda: False,
+        refused: Callable[[], None] = lambda: None,
     ) -> None:
         self._loop = loop
         self._listener = listener
         self._on_accepted = on_accepted
         self._may_accept = may_accept
         self._busy = busy
+        # Told when a client waits and `may_accept` says no: the server may make room.
+        self._refused = refused
         self._deferred = False  # this wake-up already waited BUSY_ACCEPT_DELAY
         self._watching = False
         self._stopped = False
@@ -92,6 +95,7 @@ class Acceptor:
         for _ in range(ACCEPTS_PER_WAKEUP):
             if not self._may_accept():
                 self.pause()
+                self._refused()
                 return
             try:
                 fd, _address = self._listener._accept()  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from unbroken.engines.core.exchange import Exchange
 from unbroken.engines.core.routing import Pipeline
 from unbroken.engines.core.states import (
+    BODY_READING,
     BODY_WAITING,
     CLOSE_BEGAN,
     CLOSED,
@@ -46,8 +47,11 @@ from unbroken.engines.core.states import (
     CONNECTION,
     FRESH,
     IDLE,
+    IN_HEAD,
+    NOT_STARTED,
     REQUEST_COMPLETE,
     RESPONSE_ENDED,
+    SERVING,
     SWITCHED_PROTOCOLS,
     TRANSPORT_LOST,
     UPGRADED,
@@ -55,6 +59,7 @@ from unbroken.engines.core.states import (
     ConnectionState,
 )
 from unbroken.engines.core.timers import NO_TIMER, Timers
+from unbroken.http.errors import RequestTimeout
 from unbroken.http.events import (
     MESSAGE_COMPLETE,
     Event,
@@ -131,6 +136,10 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         self._body_bytes = 0
         self._body_last = 0.0
         self._idle_since = 0.0
+        # When it last made progress, for the eviction at the connection cap
+        # (`stalled_since`): accepted at, and a split head's first byte at.
+        self._opened_at = 0.0
+        self._head_since = 0.0
         # The client half-closed: a fact about its direction, possible in any state.
         self._eof = False
         self.upgraded: UpgradedStream | None = None
@@ -144,6 +153,34 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
     def idle_since(self) -> float:
         """When its last idle period began (a clock time; meaningful while IDLE)."""
         return self._idle_since
+
+    @property
+    def stalled_since(self) -> float | None:
+        """Since when a client keeps this connection without giving it work: silent
+        since accepted, in a head since its first byte, or in a body nobody has begun
+        to answer since its last byte. None while it serves, idles or closes."""
+        state = self.state
+        if state is FRESH:
+            return self._opened_at
+        if state is IN_HEAD:
+            return self._head_since
+        current = self.current
+        if (state is SERVING and current is not None and current.request is BODY_READING
+                and current.response is NOT_STARTED):
+            return self._body_last
+        return None
+
+    def evict(self) -> None:
+        """Make room at the connection cap (server.py `_make_room`): an idle or silent
+        connection is closed; a stalled head or body is answered 408, as its timer
+        would have done later."""
+        state = self.state
+        if state is IDLE or state is FRESH:
+            self.close()
+        elif state is IN_HEAD:
+            self._answer_error(RequestTimeout("stalled at the connection cap"))
+        elif self.current is not None:
+            self._reject_current(self.current, RequestTimeout("stalled at the connection cap"))
 
     @property
     def closing(self) -> bool:
@@ -160,6 +197,7 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
+        self._opened_at = self._clock.time()
         self.server.connection_opened(self)
         self._arm(self.server.settings.header_timeout, self.close)
         self.trusts_forwarded = self.server.trusted_proxies.trusts(self.peername)

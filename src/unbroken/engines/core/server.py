@@ -34,6 +34,10 @@ from unbroken.observability.latency import ResponseStats
 # spent past the deadline, inside the master's kill margin (rollout/planner.py).
 CLOSE_HANDSHAKE_TIMEOUT = 0.5
 
+# At the connection cap, a connection that has kept the server waiting this long is
+# evicted when no idle one is left (`eviction_victim`); a client mid-send is not.
+STALL_GRACE = 1.0
+
 # Given the descriptors of connections between requests, passes them to a sibling
 # worker; True if it did (then ours are closed without a word to the client).
 HandOver = Callable[[list[int]], bool]
@@ -99,7 +103,8 @@ class ConnectionServer:
         # Accepted, not yet connected to a protocol: nothing of them has been read.
         self._adopting: set[socket.socket] = set()
         self._accepted = 0  # sockets accepted and not yet closed
-        self.evicted = 0  # idle connections closed to make room at max_connections
+        self.evicted = 0  # connections evicted to make room at max_connections
+        self._cap_retry: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
 
     @property
@@ -115,7 +120,7 @@ class ConnectionServer:
         """Begin accepting; returns at once (the loop does the rest)."""
         for listener in listeners:
             acceptor = Acceptor(self.loop, listener, self._accepted_socket, self._may_accept,
-                                self._busy)
+                                self._busy, self._refused)
             self._acceptors.append(acceptor)
             acceptor.resume()
 
@@ -150,25 +155,31 @@ class ConnectionServer:
 
     def _accepted_socket(self, sock: socket.socket) -> None:
         self._accepted += 1
-        if self._accepted >= self.settings.max_connections:
-            self._make_room()
         self._adopting.add(sock)
         task = self.loop.create_task(self._adopt(sock))
         task.add_done_callback(_consume_result)
 
-    def _make_room(self) -> None:
-        """At the cap: close the connection idle the longest between requests, so the
-        next client is served rather than kept waiting behind idle ones (a flood of
-        idle keep-alives must not lock out new clients: HTTP-HARDENING.md §5.2). When it
-        has gone, accepting resumes (`_socket_released`). Only kept-alive idle ones: a
-        client may close those at any moment and retries on a new connection (RFC 9112
-        §9.3.1), as it does at the idle timeout; a fresh connection's first request has
-        no such retry, and one mid-request is someone's work. With none idle, accepting
-        simply stops until a connection ends."""
-        victim = longest_idle(self._connections)
+    def _refused(self) -> None:
+        """(acceptor) A client waits in the listen queue and we took none: at the cap,
+        make room for it (`eviction_victim`), so a flood of idle or stalled connections
+        cannot lock new clients out (HTTP-HARDENING.md §5.2). The evicted connection's
+        end resumes accepting (`_socket_released`); if none can go yet, look again in
+        `STALL_GRACE` (a sibling worker with room may take the client meanwhile)."""
+        if self.draining or self.parked or self._cap_retry is not None:
+            return
+        victim = eviction_victim(self._connections, self.clock.time())
         if victim is not None:
             self.evicted += 1
-            victim.close()
+            victim.evict()
+        else:
+            self._cap_retry = self.loop.call_later(STALL_GRACE, self._retry_at_cap)
+
+    def _retry_at_cap(self) -> None:
+        self._cap_retry = None
+        if self.draining or self.parked or self._may_accept():
+            return  # room came on its own (and accepting resumed with it), or no accepting
+        for acceptor in self._acceptors:
+            acceptor.resume()  # a client still waiting wakes it at once: `_refused` again
 
     def adopt(self, sockets: list[socket.socket]) -> None:
         """Serve connections a draining sibling handed over (see `handover_fds`) as if
@@ -365,7 +376,23 @@ class CoreCounters:
 
 
 
-def longest_idle(connections: Iterable[HTTPConnection]) -> HTTPConnection | None:
-    """The kept-alive connection idle since the earliest moment, if any is idle."""
-    idle = [connection for connection in connections if connection.state is IDLE]
-    return min(idle, key=lambda connection: connection.idle_since) if idle else None
+def eviction_victim(connections: Iterable[HTTPConnection],
+                    now: float) -> HTTPConnection | None:
+    """Which connection makes room at the cap. Idle kept-alive ones first, the longest
+    idle: a client may lose those at any moment and retries on a new connection (RFC
+    9112 §9.3.1), as at the idle timeout. Then the one stalled longest, if for at least
+    `STALL_GRACE`: silent since accepted, a head begun but not ended, a body nobody has
+    begun to answer (the slowloris and the trickle, which their own timers would cut
+    anyway, only later). Never one whose response has begun: that is someone's work."""
+    idle: HTTPConnection | None = None
+    stalled: HTTPConnection | None = None
+    stalled_since = now - STALL_GRACE
+    for connection in connections:
+        if connection.state is IDLE:
+            if idle is None or connection.idle_since < idle.idle_since:
+                idle = connection
+            continue
+        since = connection.stalled_since
+        if since is not None and since <= stalled_since:
+            stalled, stalled_since = connection, since
+    return idle if idle is not None else stalled

@@ -82,6 +82,7 @@ class Timers:
         _timer: Timer | None
         _timer_kind: str
         _idle_since: float
+        _head_since: float
         _body_since: float
         _body_bytes: int
         _body_last: float
@@ -113,6 +114,7 @@ class Timers:
     def _enter_head_phase(self) -> None:
         if self.state is not IN_HEAD:
             self._move(HEAD_BEGAN)
+            self._head_since = self._clock.time()
             self._arm(self.server.settings.header_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
