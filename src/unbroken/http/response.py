@@ -135,21 +135,23 @@ def _role(name: bytes) -> _Role:
     return role
 
 
-def plan_response(
-    status: int,
-    reason: bytes,
-    headers: Iterable[tuple[bytes, bytes]],
-    *,
-    request_method: bytes,
-    request_version: str,
-    date_field: bytes,
-    length_hint: int | None = None,
-) -> ResponsePlan:
-    """Validate the application's head and decide the framing.
+@dataclass(frozen=True, slots=True)
+class HeadFields:
+    """The application's part of a response head, checked: what does not depend on the
+    request or the moment, so an engine may keep it for the next response with the same
+    status and headers (`HeadCache`)."""
 
-    `length_hint` is the body length when the server knows it (a list body, a
-    file) and the application did not say; it becomes a Content-Length field.
-    Values are checked for CR, LF and NUL once, on the joined head: every line we
+    status: int
+    lines: bytes  # the status line and the application's fields, each ending in CRLF
+    content_length: int | None
+    has_date: bool
+    must_close: bool  # the application said `Connection: close`
+
+
+def head_fields(status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]) -> HeadFields:
+    """Validate the application's status and fields (rule 1) and classify them.
+
+    Values are checked for CR, LF and NUL once, on the joined lines: every line we
     write ends in exactly one CRLF, so any other CR or LF came from a value.
     """
     parts = [status_line(status, reason)]
@@ -172,30 +174,88 @@ def plan_response(
         elif role is _Role.CONNECTION:
             _check_value(name, value)
             must_close = must_close or b"close" in value.lower()
-    if not has_date:
-        parts.append(date_field)
-    if status == 200 and request_method != b"HEAD" and (
-            content_length is not None or length_hint is not None):
-        framing = Framing.LENGTH  # the usual cases, decided without _framing's branches
-        if content_length is None and length_hint is not None:
-            parts.append(b"content-length: %d\r\n" % length_hint)
-            content_length = length_hint
-    else:
-        framing, extra = _framing(
-            status, request_method, request_version, content_length, length_hint)
-        if extra:
-            parts.append(extra)
-        if framing is Framing.LENGTH and content_length is None:
-            content_length = length_hint
-    head = b"".join(parts)
-    lines = len(parts)
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+    lines = b"".join(parts)
+    count = len(parts)
+    if lines.count(b"\n") != count or lines.count(b"\r") != count or b"\0" in lines:
         for line in parts:
             if line.count(b"\n") != 1 or line.count(b"\r") != 1 or b"\0" in line:
                 name = line.split(b":", 1)[0]
                 raise ResponseHeaderError(f"CR, LF or NUL in response header {name[:60]!r}")
+    return HeadFields(status, lines, content_length, has_date, must_close)
+
+
+class HeadCache:
+    """`HeadFields` by a key the engine makes of the application's status and headers
+    as it gave them (WSGI: str pairs, before encoding), so the usual response skips
+    the encoding, the checks and the join. Bounded: when full it starts afresh, so
+    heads that vary per response (a cookie, an ETag) cost a miss, never memory.
+
+    Threads share it without a lock: each entry is immutable and a dict operation is
+    atomic; a race can only cost a miss.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._entries: dict[object, HeadFields] = {}
+        self.get = self._entries.get
+
+    def put(self, key: object, fields: HeadFields) -> None:
+        entries = self._entries
+        if len(entries) >= self.LIMIT:
+            entries.clear()
+        entries[key] = fields
+
+
+def plan_response(
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    request_method: bytes,
+    request_version: str,
+    date_field: bytes,
+    length_hint: int | None = None,
+) -> ResponsePlan:
+    """Validate the application's head and decide the framing.
+
+    `length_hint` is the body length when the server knows it (a list body, a
+    file) and the application did not say; it becomes a Content-Length field.
+    """
+    return plan_head(head_fields(status, reason, headers), request_method=request_method,
+                     request_version=request_version, date_field=date_field,
+                     length_hint=length_hint)  # fmt: skip
+
+
+def plan_head(
+    fields: HeadFields,
+    *,
+    request_method: bytes,
+    request_version: str,
+    date_field: bytes,
+    length_hint: int | None = None,
+) -> ResponsePlan:
+    """The framing of a checked head for this request (rule 2), with `Date` added unless
+    the application gave one."""
+    status = fields.status
+    content_length = fields.content_length
+    date = b"" if fields.has_date else date_field
+    if status == 200 and request_method != b"HEAD" and (
+            content_length is not None or length_hint is not None):
+        framing = Framing.LENGTH  # the usual cases, decided without _framing's branches
+        if content_length is None and length_hint is not None:
+            head = b"%s%scontent-length: %d\r\n" % (fields.lines, date, length_hint)
+            content_length = length_hint
+        else:
+            head = fields.lines + date
+    else:
+        framing, extra = _framing(
+            status, request_method, request_version, content_length, length_hint)
+        head = fields.lines + date + extra
+        if framing is Framing.LENGTH and content_length is None:
+            content_length = length_hint
     return ResponsePlan(status, head, framing, content_length,
-                        must_close or framing is Framing.CLOSE)
+                        fields.must_close or framing is Framing.CLOSE)
 
 
 def _check_value(name: bytes, value: bytes) -> None:

@@ -252,6 +252,32 @@ def test_header_injection_by_the_app_is_a_500() -> None:
         assert status == 500 and "set-cookie" not in headers
 
 
+def test_a_head_served_again_from_the_cache_is_the_same_and_checked_heads_only() -> None:
+    """start_response's heads are cached by what the app gave; a head that was refused is
+    never cached, and headers that cannot be a key (lists) are still served."""
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/evil":
+            start_response("200 OK", [("X-Evil", "a\r\nb")])
+        elif path == "/lists":
+            start_response("200 OK", [["Content-Type", "text/plain"]])  # type: ignore[list-item]
+        else:
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    with serve(app) as server, server.connect() as client:
+        answers = []
+        for path in ("/", "/", "/evil", "/evil", "/lists", "/lists"):
+            client.sendall(get(path))
+            answers.append(read_response(client))
+    for _, headers, _ in answers:
+        headers.pop("date", None)  # may tick over between two answers
+    assert answers[0] == answers[1] and answers[0][0] == 200
+    assert answers[2][0] == answers[3][0] == 500
+    assert answers[4][0] == answers[5][0] == 200 and answers[4][2] == b"ok"
+
+
 def test_environ_contents() -> None:
     seen: dict[str, Any] = {}
 

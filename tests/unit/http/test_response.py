@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from unbroken.http.errors import ResponseHeaderError
-from unbroken.http.response import Framing, http_date, plan_response
+from unbroken.http.response import (
+    Framing,
+    HeadCache,
+    head_fields,
+    http_date,
+    plan_head,
+    plan_response,
+)
 
 DATE = b"date: Mon, 23 Nov 2026 22:00:00 GMT\r\n"
 
@@ -70,3 +77,23 @@ def test_http_date_matches_the_email_package() -> None:
 
     for seconds in (0, 951782400, 1795000000, 4102444799, 1700000000):
         assert http_date(seconds) == formatdate(seconds, usegmt=True)
+
+
+def test_checked_fields_plan_alike_for_every_request() -> None:
+    """head_fields once, plan_head per request: what plan_response gives each time."""
+    headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5")]
+    fields = head_fields(200, b"OK", headers)
+    for method, version, hint in ((b"GET", "1.1", 5), (b"HEAD", "1.1", None), (b"GET", "1.0", 5)):
+        kwargs = {"request_method": method, "request_version": version, "date_field": DATE,
+                  "length_hint": hint}
+        assert plan_head(fields, **kwargs) == plan_response(200, b"OK", headers, **kwargs)
+
+
+def test_head_cache_starts_afresh_when_full() -> None:
+    cache = HeadCache()
+    fields = head_fields(204, b"No Content", [])
+    for number in range(HeadCache.LIMIT):
+        cache.put(number, fields)
+    assert cache.get(0) is fields
+    cache.put("one more", fields)
+    assert cache.get(0) is None and cache.get("one more") is fields

@@ -147,6 +147,9 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         self.peername: Any = None
         self.sockname: Any = None
         self.trusts_forwarded = False
+        # What the engine keeps for every request of this connection (the WSGI environ's
+        # constant part), made at the first request: addresses and trust are known by then.
+        self.engine_template: Any = None
         self._proxy_header = ProxyHeaderParser() if server.settings.proxy_protocol else None
 
     @property

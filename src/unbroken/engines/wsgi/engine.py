@@ -39,7 +39,7 @@ from unbroken.engines.core.access_log import AccessLog
 from unbroken.engines.core.exchange import Exchange, ExchangeListener
 from unbroken.engines.core.server import ConnectionServer, CoreCounters, HandOver
 from unbroken.engines.probe import probe_wsgi
-from unbroken.engines.wsgi.environ import base_environ, build_environ
+from unbroken.engines.wsgi.environ import base_environ, build_environ, connection_environ
 from unbroken.engines.wsgi.request import ClientGone, WSGIApp, WSGIRequest
 from unbroken.engines.wsgi.streams import FileWrapper
 from unbroken.http.response import DateCache
@@ -149,7 +149,9 @@ class WSGIEngine(CoreCounters):
 
     def environ_for(self, exchange: Exchange) -> dict[str, Any]:
         connection = exchange.connection
-        return build_environ(
-            exchange.head, self._base_environ, connection.sockname, connection.peername,
-            exchange.forwarded,
-        )
+        template = connection.engine_template
+        if template is None:
+            connection.engine_template = template = connection_environ(
+                self._base_environ, connection.sockname, connection.peername)
+        return build_environ(exchange.head, template, exchange.forwarded,
+                             server_from_host=not isinstance(connection.sockname, tuple))

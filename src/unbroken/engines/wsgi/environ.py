@@ -78,35 +78,57 @@ def forwarded_fields(forwarded: Forwarded, scheme: str) -> dict[str, str]:
     return fields
 
 
+# The usual values, as str once: a dict read instead of a decode per request.
+_METHODS = {name.encode(): name for name in
+            ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}  # fmt: skip
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+def connection_environ(base: dict[str, Any], sockname: Any, peername: Any) -> dict[str, Any]:
+    """What every request on one connection shares: `base` and the addresses. Built at a
+    connection's first request; each request's environ starts as a copy of it."""
+    template = {**base, "SCRIPT_NAME": ""}
+    template.update(address_fields(sockname, peername, {}))
+    return template
+
+
 def build_environ(
     head: RequestHead,
-    base: dict[str, Any],
-    sockname: Any,
-    peername: Any,
+    template: dict[str, Any],
     forwarded: Forwarded = NOT_FORWARDED,
+    *,
+    server_from_host: bool = False,
 ) -> dict[str, Any]:
-    """Everything but wsgi.input, which the caller adds. `base` holds the constant keys."""
-    environ = base.copy()
-    mapped: dict[str, str] = {}
+    """Everything but wsgi.input, which the caller adds. `template` is the connection's
+    (`connection_environ`); with `server_from_host` (a socket with no address of its
+    own, AF_UNIX), SERVER_NAME and SERVER_PORT come from the Host field instead."""
+    environ = template.copy()
+    keys = _KEY_CACHE
     for name, value in head.headers:
-        key = environ_key(name)
+        key = keys.get(name) or environ_key(name)
         if key is None:
             continue
         text = value.decode("latin-1")
-        if key in mapped:
+        # No key of the template is HTTP_* or CONTENT_*: one already here is a repeat.
+        if key in environ:
             separator = "; " if key == "HTTP_COOKIE" else ","
-            mapped[key] = mapped[key] + separator + text
+            environ[key] = environ[key] + separator + text
         else:
-            mapped[key] = text
-    environ.update(mapped)
-    path, query = split_target(head.target)
-    environ["REQUEST_METHOD"] = head.method.decode("ascii")
-    environ["SCRIPT_NAME"] = ""
-    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+            environ[key] = text
+    target = head.target
+    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
+        path, _, query = target.partition(b"?")
+    else:
+        path, query = split_target(target)
+    environ["REQUEST_METHOD"] = _METHODS.get(head.method) or head.method.decode("ascii")
+    environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     environ["QUERY_STRING"] = query.decode("latin-1")
-    environ["RAW_URI"] = head.target.decode("latin-1")
-    environ["SERVER_PROTOCOL"] = "HTTP/" + head.version
-    environ.update(address_fields(sockname, peername, mapped))
+    environ["RAW_URI"] = target.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(head.version) or "HTTP/" + head.version
+    if server_from_host:
+        host_fields = address_fields(None, None, environ)
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = (host_fields["SERVER_NAME"],
+                                                          host_fields["SERVER_PORT"])
     if forwarded is not NOT_FORWARDED:
         environ.update(forwarded_fields(forwarded, environ["wsgi.url_scheme"]))
     return environ

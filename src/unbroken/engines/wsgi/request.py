@@ -25,7 +25,14 @@ from unbroken.engines.wsgi.streams import (
 )
 from unbroken.errors import UnbrokenError
 from unbroken.http.errors import ResponseHeaderError
-from unbroken.http.response import ResponsePlan, plan_response
+from unbroken.http.response import (
+    HeadCache,
+    HeadFields,
+    ResponsePlan,
+    head_fields,
+    plan_head,
+    plan_response,
+)
 
 if TYPE_CHECKING:
     from unbroken.engines.wsgi.engine import WSGIEngine
@@ -40,6 +47,10 @@ INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 # Rule 1: body bytes read on the loop before the app gets the request; at the body
 # buffer's high water, so reading ahead never buffers more than streaming would.
 BODY_AHEAD = BODY_HIGH_WATER
+# The checked heads of recent responses, by the status and headers the app gave
+# `start_response` (str pairs): the usual response is then one dict lookup, not a parse,
+# an encoding, a check and a join.
+_HEADS = HeadCache()
 
 
 class ClientGone(UnbrokenError):
@@ -48,6 +59,10 @@ class ClientGone(UnbrokenError):
 
 class WSGIRequest:
     """One request's life on its thread; also the core's listener for it (loop side)."""
+
+    __slots__ = ("_buffered", "_engine", "_environ", "_exchange", "_fields", "_gate",
+                 "_head_key", "_head_sent", "_headers", "_loop", "_lost", "_on_loop",
+                 "_paused", "_reading_ahead", "_status", "body")  # fmt: skip
 
     def __init__(self, engine: WSGIEngine, exchange: Exchange) -> None:
         self._engine = engine
@@ -58,15 +73,12 @@ class WSGIRequest:
         self._gate: WriteGate | None = None
         self._paused = False
         self._lost = False
-        self.body: RequestBody | Any = NO_BODY
-        if exchange.head.has_body:
-            self.body = RequestBody(
-                True,
-                on_first_read=lambda: self._call_soon(exchange.read_body),
-                on_drained=lambda: self._call_soon(exchange.resume_body),
-            )
+        self.body: RequestBody | Any = RequestBody(self) if exchange.head.has_body else NO_BODY
         self._status: tuple[int, bytes] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        # The checked head from _HEADS, or None (then _plan makes it, under `_head_key`).
+        self._fields: HeadFields | None = None
+        self._head_key: object = None
         self._head_sent = False
         self._buffered = 0  # body bytes received and not yet read by the app
         self._reading_ahead = False  # rule 1: the app waits for the body, not vice versa
@@ -81,8 +93,13 @@ class WSGIRequest:
                 gate.connection_lost()
         self._on_loop = False
 
-    def _call_soon(self, callback: Callable[[], None]) -> None:
-        self._to_loop(callback)
+    def body_read_asked(self) -> None:
+        """(the app's thread, from wsgi.input) The app first reads the body."""
+        self._to_loop(self._exchange.read_body)
+
+    def body_drained(self) -> None:
+        """(the app's thread, from wsgi.input) The app read the buffer down: read on."""
+        self._to_loop(self._exchange.resume_body)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         """Hand work to the loop thread; a closed loop means the worker is past its drain."""
@@ -264,8 +281,17 @@ class WSGIRequest:
                 exc_info = None
         elif self._status is not None:
             raise RuntimeError("start_response() called twice without exc_info")
-        self._status = _parse_status(status)
-        self._headers = _encode_headers(headers)
+        try:
+            key: object = (status, *headers)
+            fields = _HEADS.get(key)
+        except TypeError:  # something unhashable in there: not cached, judged in _plan
+            key = fields = None
+        if fields is None or self._engine.request_hooks is not None:
+            self._status = _parse_status(status)
+            self._headers = _encode_headers(headers)  # also what post_request is given
+        else:
+            self._status = (fields.status, b"")
+        self._fields, self._head_key = fields, key
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -352,19 +378,18 @@ class WSGIRequest:
                 self._gate.release(len(data))
 
     def _plan(self, length_hint: int | None) -> ResponsePlan:
-        if self._status is None:
-            raise RuntimeError("the application did not call start_response()")
-        code, reason = self._status
+        fields = self._fields
+        if fields is None:
+            if self._status is None:
+                raise RuntimeError("the application did not call start_response()")
+            code, reason = self._status
+            fields = head_fields(code, reason, self._headers)
+            if self._head_key is not None:
+                _HEADS.put(self._head_key, fields)
         head = self._exchange.head
-        return plan_response(
-            code,
-            reason,
-            self._headers,
-            request_method=head.method,
-            request_version=head.version,
-            date_field=self._engine.dates.field(time.time()),
-            length_hint=length_hint,
-        )
+        return plan_head(fields, request_method=head.method, request_version=head.version,
+                         date_field=self._engine.dates.field(time.time()),
+                         length_hint=length_hint)  # fmt: skip
 
     def _fail(self) -> None:
         """Answer 500 if nothing was sent yet; otherwise the response is broken: close."""

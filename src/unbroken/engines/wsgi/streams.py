@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 # Above this much unread body the loop has paused reading; below half of it we
 # ask the loop to resume (hysteresis, so we do not bounce on every read).
@@ -18,21 +18,26 @@ BODY_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
 
 
+class BodyReader(Protocol):
+    """Who hears, on the app's thread, what the app's reading asks of the loop."""
+
+    def body_read_asked(self) -> None:
+        """The app reads for the first time (say `100 Continue` if the client waits)."""
+
+    def body_drained(self) -> None:
+        """The app read the buffer below half the high water: resume reading."""
+
+
 class RequestBody:
     """`wsgi.input`: a stream that blocks the app thread until body bytes arrive."""
 
-    def __init__(
-        self,
-        expected: bool,
-        on_first_read: Callable[[], None],
-        on_drained: Callable[[], None],
-    ) -> None:
+    def __init__(self, reader: BodyReader) -> None:
         self._condition = threading.Condition()
         self._buffer = bytearray()
-        self._eof = not expected
+        self._eof = False
         self._error: Exception | None = None
-        self._on_first_read: Callable[[], None] | None = on_first_read if expected else None
-        self._on_drained = on_drained
+        self._reader = reader
+        self._read_asked = False
         self._loop_paused = False
 
     # ------------------------------------------------------------ loop thread
@@ -96,9 +101,9 @@ class RequestBody:
 
     def _wait(self, ready: Callable[[], bool]) -> None:
         """Block until `ready()`, end of body, or failure (called holding the lock)."""
-        if self._on_first_read is not None:
-            notify, self._on_first_read = self._on_first_read, None
-            notify()
+        if not self._read_asked:
+            self._read_asked = True
+            self._reader.body_read_asked()
         while not ready() and not self._eof:
             if self._error is not None:
                 raise OSError(f"request body unavailable: {self._error}") from self._error
@@ -106,7 +111,7 @@ class RequestBody:
                 # The app asks for more than the high water holds (`read()` of a large
                 # body): the pause bounds what we buffer unasked, not what it asked.
                 self._loop_paused = False
-                self._on_drained()
+                self._reader.body_drained()
             self._condition.wait()
 
     def _take(self, size: int) -> bytes:
@@ -114,7 +119,7 @@ class RequestBody:
         del self._buffer[:size]
         if self._loop_paused and len(self._buffer) < BODY_HIGH_WATER // 2:
             self._loop_paused = False
-            self._on_drained()
+            self._reader.body_drained()
         return data
 
 
