@@ -116,6 +116,13 @@ class Config:
         60 * SECONDS, "--boot-timeout", parse=positive_float,
         help="Seconds a new worker may take to import, pass its probe and accept.",
     )
+    boot_nice: int = setting(
+        10, "--boot-nice", parse=non_negative_int, metavar="N",
+        help="A booting worker runs N nice levels lower in CPU priority (capped at 19) and "
+        "goes back to the master's before it accepts, so a reload's imports do not take CPU "
+        "from the serving workers. Only where the worker may raise its priority again "
+        "(CAP_SYS_NICE, or RLIMIT_NICE: systemd's LimitNICE=); else it boots as is. 0: off.",
+    )
     graceful_timeout: float = setting(
         30 * SECONDS, "--graceful-timeout", parse=non_negative_float,
         help="Seconds a draining worker may take to finish in-flight requests.",

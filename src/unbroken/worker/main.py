@@ -46,6 +46,7 @@ from unbroken.messages import (
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
 from unbroken.worker.hooks import WorkerHooks
 from unbroken.worker.loader import AppNotFound, load_app
+from unbroken.worker.priority import BootPriority, lower_for_boot
 from unbroken.worker.request_timeout import RequestTimeout
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -208,8 +209,10 @@ class WorkerRuntime:
     """Drives one engine: signals, heartbeats, the lifeline to the master, drain."""
 
     def __init__(self, spec: WorkerSpec, channel: WorkerEnd, engine: Engine,
-                 loop: asyncio.AbstractEventLoop, hooks: WorkerHooks | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, hooks: WorkerHooks | None = None,
+                 priority: BootPriority | None = None) -> None:
         self.spec = spec
+        self.priority = priority  # niced for the boot: restored before accepting
         self.hooks = hooks
         self.channel = channel
         self.engine = engine
@@ -241,6 +244,9 @@ class WorkerRuntime:
 
     async def run(self, started: float) -> None:
         await self.boot()
+        if self.priority is not None:
+            # Before accepting, not after Ready: from its first accept it serves.
+            self.priority.restore()
         listeners = [socket.socket(fileno=fd) for fd in self.spec.listeners]
         await self.engine.start(listeners)
         self._install_signals()
@@ -414,6 +420,7 @@ def new_loop(worker_class: str, choice: str = "auto") -> asyncio.AbstractEventLo
 def main() -> NoReturn:
     spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
     started = time.monotonic()
+    priority = lower_for_boot(spec.boot_nice)  # first, while we are the only thread
     _die_with_master(spec.master_pid)
     configure_logging(spec.log_level)
     channel = WorkerEnd(spec.channel, lambda: _exit_now(WorkerExit.ORPHANED))
@@ -432,7 +439,7 @@ def main() -> NoReturn:
         engine = engine_class(app, spec.engine, loop)
         if hooks is not None and hooks.around_requests:
             engine.request_hooks = hooks  # pre_request, post_request
-        runtime = WorkerRuntime(spec, channel, engine, loop, hooks)
+        runtime = WorkerRuntime(spec, channel, engine, loop, hooks, priority)
         # Serving now: the master's death is noticed through the channel instead.
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
         loop.run_until_complete(runtime.run(started))

@@ -69,6 +69,7 @@ class WorkerSpec:
     max_requests: int = 0
     loop: str = "auto"  # --loop: auto, asyncio or uvloop
     request_timeout: float = 0.0  # 0: off (worker/request_timeout.py)
+    boot_nice: int = 0  # --boot-nice: nice levels lower while booting (worker/priority.py)
     log_level: str = "info"
     engine: EngineSettings = field(default_factory=EngineSettings)
     master_pid: int = 0  # the worker's parent; another parent means the master died
@@ -100,7 +101,7 @@ def spec_for(config: Config, max_requests: int | None = None,
         graceful_timeout=config.graceful_timeout,
         heartbeat_interval=min(1.0, config.timeout / 4),
         max_requests=config.max_requests if max_requests is None else max_requests,
-        request_timeout=config.request_timeout,
+        request_timeout=config.request_timeout, boot_nice=config.boot_nice,
         log_level=config.log_level, engine=engine_settings(config),
         hooks=tuple((hook.name, hook.file, hook.line, hook.import_path)
                     for hook in (hooks.running_in("worker") if hooks else ())))

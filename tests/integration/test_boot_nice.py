@@ -1,0 +1,82 @@
+"""--boot-nice (issue 15, item 4): a booting worker imports at a lower CPU priority and
+is back at the master's before it serves, every thread of it, including one the app
+started while importing. The master runs at nice 3, so "back" is not just "zero"."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from processes import stop_process
+from waiting import wait_until
+
+APP = '''
+import json, os, threading, time
+
+def _nice_of(thread):
+    return os.getpriority(os.PRIO_PROCESS, thread)
+
+with open({record!r}, "a") as record:
+    record.write(json.dumps({{"pid": os.getpid(), "importing": _nice_of(0)}}) + "\\n")
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # born niced
+time.sleep(0.3)
+
+def app(environ, start_response):
+    tasks = {{int(t): _nice_of(int(t)) for t in os.listdir("/proc/self/task")}}
+    body = json.dumps({{"pid": os.getpid(), "threads": tasks}}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+MASTER_NICE = 3
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lowering a nice needs root")
+
+
+def _start(root: Path, listener: socket.socket, *flags: str) -> subprocess.Popen[bytes]:
+    fd = listener.fileno()
+    command = ["nice", "-n", str(MASTER_NICE), sys.executable, "-m", "unbroken", "serve",
+               "app:app", "--chdir", str(root), "-b", f"fd://{fd}", "-w", "1",
+               "--control", str(root / "ctl.sock"), *flags]
+    log = open(root / "service.log", "wb")  # noqa: SIM115 -- the child holds it
+    with log:
+        return subprocess.Popen(command, pass_fds=(fd,), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _served(port: int) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize(("flags", "booting"), [((), MASTER_NICE + 10),
+                                                (("--boot-nice", "0"), MASTER_NICE)])
+def test_a_worker_imports_niced_and_serves_at_the_master_s_nice(
+        tmp_path: Path, flags: tuple[str, ...], booting: int) -> None:
+    record = tmp_path / "imports"
+    (tmp_path / "app.py").write_text(APP.format(record=str(record)))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    process = _start(tmp_path, listener, *flags)
+    try:
+        answer = wait_until(lambda: _served(listener.getsockname()[1]), timeout=20,
+                            message="a first answer")
+        imported = json.loads(record.read_text().splitlines()[0])
+        assert imported == {"pid": answer["pid"], "importing": booting}
+        threads = answer["threads"]
+        assert isinstance(threads, dict) and len(threads) >= 2  # the import's thread too
+        assert set(threads.values()) == {MASTER_NICE}, threads
+    finally:
+        stop_process(process)
+        listener.close()
