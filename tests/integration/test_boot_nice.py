@@ -16,6 +16,8 @@ import pytest
 from processes import stop_process
 from waiting import wait_until
 
+from unbroken.control.client import call
+
 APP = '''
 import json, os, threading, time
 
@@ -70,9 +72,14 @@ def test_a_worker_imports_niced_and_serves_at_the_master_s_nice(
     listener.listen(64)
     process = _start(tmp_path, listener, *flags)
     try:
-        answer = wait_until(lambda: _served(listener.getsockname()[1]), timeout=20,
-                            message="a first answer")
-        imported = json.loads(record.read_text().splitlines()[0])
+        port = listener.getsockname()[1]
+        first = wait_until(lambda: _served(port), timeout=20, message="a first answer")
+        # The first start is not niced: no worker serves yet whose CPU it would protect.
+        assert json.loads(record.read_text().splitlines()[0])["importing"] == MASTER_NICE
+        assert call(str(tmp_path / "ctl.sock"), "reload", timeout=60).ok
+        answer = wait_until(lambda: (a := _served(port)) and a["pid"] != first["pid"] and a,
+                            timeout=20, message="an answer from the reloaded worker")
+        imported = json.loads(record.read_text().splitlines()[1])
         assert imported == {"pid": answer["pid"], "importing": booting}
         threads = answer["threads"]
         assert isinstance(threads, dict) and len(threads) >= 2  # the import's thread too

@@ -10,6 +10,7 @@ backs off) is the policy's (master/policy.py): the hub reports `WorkerReady` and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -119,6 +120,11 @@ class WorkerHub:
                                        self.command, time.monotonic(), output)
             else:
                 spec = spec_for(self.config, self._max_requests(), self.hooks.hooks)
+                if not any(w.state is WorkerState.READY for w in self.workers.values()):
+                    # --boot-nice protects serving workers' CPU from a booting one; with
+                    # none serving (the first start, or all crashed) it would only slow
+                    # the boot that everyone waits for.
+                    spec = dataclasses.replace(spec, boot_nice=0)
                 worker = spawn(self.next_id(), generation, list(generation.listeners), spec,
                                time.monotonic(), output)
         except OSError as error:
