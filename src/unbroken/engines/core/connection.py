@@ -174,7 +174,7 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         return None
 
     def evict(self) -> None:
-        """Make room at the connection cap (server.py `_make_room`): an idle or silent
+        """Make room at the connection cap (server.py `_refused`): an idle or silent
         connection is closed; a stalled head or body is answered 408, as its timer
         would have done later."""
         state = self.state

@@ -375,7 +375,6 @@ class CoreCounters:
         return self._server.cut
 
 
-
 def eviction_victim(connections: Iterable[HTTPConnection],
                     now: float) -> HTTPConnection | None:
     """Which connection makes room at the cap. Idle kept-alive ones first, the longest
