@@ -31,7 +31,15 @@ if sys.argv[0].endswith("__main__.py"):  # a serving worker, not `unbroken check
         print("v2: the cache connection dropped; giving up", file=sys.stderr, flush=True)
         os._exit(1)
 
-    threading.Thread(target=_die, daemon=True).start()
+    # A second after its first request, so surely after Ready: timed from the import,
+    # a boot slowed by --boot-nice under the test's load could still be before it.
+    _serve, _dying = app, []
+
+    def app(environ, start_response):
+        if not _dying:
+            _dying.append(threading.Thread(target=_die, daemon=True))
+            _dying[0].start()
+        return _serve(environ, start_response)
 '''
 AFTER = 4.0  # seconds of load after the reload returned: past any window and back-off
 
