@@ -19,6 +19,13 @@ Rules this module keeps:
 5. Nothing is refused from `on_header`: httptools calls it only when the next field
    starts, which llhttp reports early or late depending on where a `feed` ended. A
    field is judged when the head ends, a trailer when the message ends.
+6. One shortcut past llhttp: a whole bodiless HTTP/1.1 head made only of the plainest
+   pieces (a common method, an origin-form target of URI characters, token names,
+   visible-ASCII values, one Host and nothing that frames a body, expects, upgrades or
+   closes) is read by `_SIMPLE_HEAD` here. Every such head is one llhttp accepts and
+   every check of `on_headers_complete` passes but Host's, which is still made, so the
+   event is the one llhttp's path gives; anything else goes to llhttp as before, whose
+   state is untouched (it waits for a message's start either way).
 """
 
 from __future__ import annotations
@@ -51,6 +58,16 @@ KIB = 1024
 # field keeps the common path to a lower() and an append.
 _NOTED_FIELDS = rules.SINGLETON_FIELDS | FORWARDED_FIELDS | {
     b"transfer-encoding", b"expect", b"upgrade"}
+# Rule 6: the heads read without llhttp. The target's characters are RFC 3986's pchar,
+# "/", "?" and "%" (no "#": a fragment is refused by rules.check_target); a value is
+# visible ASCII with inner spaces or tabs, its surrounding whitespace not its own.
+_SIMPLE_HEAD = re.compile(
+    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*\r\n")
+_SIMPLE_FIELD = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[!-~]+(?:[ \t]+[!-~]+)*)?)[ \t]*\r\n")
+# The fields _read_simple_head looks at: the parser's own, and Connection.
+_SIMPLE_HEAD_NOTED = _NOTED_FIELDS | {b"connection"}
 # Blank lines tolerated before a request line (RFC 9112 §2.2 allows "at least one").
 MAX_LEADING_BLANK_BYTES = 64
 # 16 hex digits hold any size llhttp accepts (64 bits); more can only be leading zeros,
@@ -230,15 +247,51 @@ class RequestParser:
             # Blank lines, a bare LF or stray CRs before the request line: llhttp skips
             # them, our scanner judges them, so they must always go to the scanner.
             return None
-        self._m.request_line = line_end - start
         stop = blank + 4
         if data.count(b"\n", start, stop) > self._whole_head_lines:
             return None
+        if self._read_simple_head(data, start, line_end, stop):
+            return stop
+        self._m.request_line = line_end - start
         heads_before = self._heads_parsed
         self._execute(data, start, stop)
         if self._heads_parsed == heads_before and self.phase is Phase.HEAD:
             raise BadRequest("malformed request head")
         return stop
+
+    def _read_simple_head(self, data: bytes, start: int, line_end: int, stop: int) -> bool:
+        """Rule 6: the events of a plain bodiless head, without llhttp; False (and nothing
+        done) for any head that is not one, which llhttp's path then reads."""
+        match = _SIMPLE_HEAD.match(data, start, stop)
+        if match is None or match.end() != stop:
+            return False
+        host: bytes | None = None
+        forwarded = typed = False
+        headers = []
+        for name, value in _SIMPLE_FIELD.findall(data, line_end + 2, stop - 2):
+            name = name.lower()
+            if name in _SIMPLE_HEAD_NOTED:
+                if name == b"host" and host is None:
+                    host = value
+                elif name in FORWARDED_FIELDS:
+                    forwarded = True
+                elif name == b"content-type" and not typed:
+                    typed = True
+                elif name != b"connection" or value.lower() != b"keep-alive":
+                    return False  # framing, Expect, Upgrade, a repeat: llhttp's path judges
+            headers.append((name, value))
+        if host is None:
+            return False  # HTTP/1.1 requires Host: the full path says so
+        if host != self._valid_host:
+            rules.check_host(host)
+            self._valid_host = host
+        self._heads_parsed += 1
+        self._events += (
+            RequestHead(match[1], match[2], "1.1", headers, True, False, None, False,
+                        None, forwarded, False),
+            MESSAGE_COMPLETE,
+        )  # fmt: skip
+        return True
 
     def _measure_segment(self, data: bytes, start: int, cursor: int, length: int) -> None:
         """Add `length` bytes to the current line; raise at the first byte over a limit."""

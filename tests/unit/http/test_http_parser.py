@@ -13,7 +13,7 @@ from parser_harness import (
     splits,
 )
 
-from unbroken.http.events import MessageComplete, RequestHead, RequestRejected
+from unbroken.http.events import MESSAGE_COMPLETE, MessageComplete, RequestHead, RequestRejected
 from unbroken.http.parser import ParserLimits, RequestParser
 
 CORPUS = load_module(CORPUS_DIR / "http_requests.py", "unbroken_http_corpus")
@@ -253,3 +253,39 @@ def test_whitespace_around_a_value_is_not_part_of_it() -> None:
     # OWS before a value only; a Host with a trailing space was refused as not uri-host.
     head = head_of(b"GET / HTTP/1.1\r\nHost: h \t\r\nName: \t value \t \r\n\r\n")
     assert head.headers == [(b"host", b"h"), (b"name", b"value")]
+
+
+# ------------------------------------------------------ the plain-head shortcut (rule 6)
+
+PLAIN_HEADS = [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"HEAD /a/b?c=d&e=%41 HTTP/1.1\r\nhost:h:8080\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4\r\n"
+    b"Connection: Keep-Alive\r\nContent-Type: text/plain\r\nUser-Agent: a b\t \r\n\r\n",
+]
+NOT_PLAIN_HEADS = [
+    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",  # HTTP/1.0
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",  # a repeated Host: 400
+    b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",  # no Host: 400
+    b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n",  # a Host of the shortcut, refused all the same
+    b"GET /#f HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n",  # obs-text: llhttp's to judge
+    b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", PLAIN_HEADS + NOT_PLAIN_HEADS)
+def test_a_head_gives_the_same_events_by_the_shortcut_and_by_llhttp(raw: bytes) -> None:
+    """Whole, a plain head takes the shortcut; split in two it cannot, and goes to llhttp."""
+    whole = parse([raw + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"])
+    split = parse([raw[:5], raw[5:] + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"])
+    assert whole == split
+
+
+@pytest.mark.parametrize("raw", PLAIN_HEADS)
+def test_plain_heads_skip_llhttp(raw: bytes) -> None:
+    parser = RequestParser(LIMITS)
+    parser._execute = None  # type: ignore[assignment,method-assign]  # must not be called
+    events = parser.feed(raw)
+    assert isinstance(events[0], RequestHead) and events[1:] == [MESSAGE_COMPLETE]
