@@ -1,13 +1,15 @@
 """The blocking objects a WSGI application holds, fed from the event loop.
 
 Rule: the loop thread calls the `*_from_loop` / feed methods, the application's
-thread calls the file-like methods; a `threading.Condition` is the only bridge.
+thread calls the file-like methods; a lock (and a `threading.Condition` on it, once
+a reader has to wait) is the only bridge.
 The loop never blocks; the application thread blocks only in here.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Protocol
 
@@ -29,11 +31,20 @@ class BodyReader(Protocol):
 
 
 class RequestBody:
-    """`wsgi.input`: a stream that blocks the app thread until body bytes arrive."""
+    """`wsgi.input`: a stream that blocks the app thread until body bytes arrive.
+
+    The bytes are kept as the transport gave them (a deque of chunks, an offset into
+    the first), so a body is copied once, when the app reads it, and a body read whole
+    in one chunk is not copied at all. The `Condition` is made by the first read that
+    has to wait: a request served inline, its body all here, never makes one.
+    """
 
     def __init__(self, reader: BodyReader) -> None:
-        self._condition = threading.Condition()
-        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._condition: threading.Condition | None = None  # on _lock, made to wait
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already read
+        self._size = 0  # bytes unread
         self._eof = False
         self._error: Exception | None = None
         self._reader = reader
@@ -43,41 +54,44 @@ class RequestBody:
     # ------------------------------------------------------------ loop thread
 
     def feed(self, data: bytes) -> int:
-        with self._condition:
-            self._buffer += data
-            buffered = len(self._buffer)
+        with self._lock:
+            self._chunks.append(data)
+            self._size = buffered = self._size + len(data)
             if buffered > BODY_HIGH_WATER:
                 self._loop_paused = True
-            self._condition.notify_all()
+            if self._condition is not None:
+                self._condition.notify_all()
             return buffered
 
     def feed_eof(self) -> None:
-        with self._condition:
+        with self._lock:
             self._eof = True
-            self._condition.notify_all()
+            if self._condition is not None:
+                self._condition.notify_all()
 
     def fail(self, error: Exception) -> None:
-        with self._condition:
+        with self._lock:
             if not self._eof:
                 self._error = error
-            self._condition.notify_all()
+            if self._condition is not None:
+                self._condition.notify_all()
 
     # ----------------------------------------------------- application thread
 
     def read(self, size: int | None = -1) -> bytes:
-        with self._condition:
+        with self._lock:
             if size is None or size < 0:
                 self._wait(lambda: False)
-                return self._take(len(self._buffer))
-            self._wait(lambda: len(self._buffer) >= size)
+                return self._take(self._size)
+            self._wait(lambda: self._size >= size)
             return self._take(size)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = None if size is None or size < 0 else size
-        with self._condition:
+        with self._lock:
             self._wait(lambda: self._line_ready(limit))
-            end = self._buffer.find(b"\n")
-            length = len(self._buffer) if end == -1 else end + 1
+            end = self._line_length()
+            length = self._size if end == -1 else end
             return self._take(length if limit is None else min(length, limit))
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
@@ -95,9 +109,21 @@ class RequestBody:
             yield line
 
     def _line_ready(self, limit: int | None) -> bool:
-        if b"\n" in self._buffer:
+        if self._line_length() != -1:
             return True
-        return limit is not None and len(self._buffer) >= limit
+        return limit is not None and self._size >= limit
+
+    def _line_length(self) -> int:
+        """Unread bytes up to and including the first LF, or -1 if none is here yet."""
+        seen = 0
+        start = self._offset
+        for chunk in self._chunks:
+            at = chunk.find(b"\n", start)
+            if at != -1:
+                return seen + at - start + 1
+            seen += len(chunk) - start
+            start = 0
+        return -1
 
     def _wait(self, ready: Callable[[], bool]) -> None:
         """Block until `ready()`, end of body, or failure (called holding the lock)."""
@@ -112,15 +138,33 @@ class RequestBody:
                 # body): the pause bounds what we buffer unasked, not what it asked.
                 self._loop_paused = False
                 self._reader.body_drained()
+            if self._condition is None:
+                self._condition = threading.Condition(self._lock)
             self._condition.wait()
 
     def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        if self._loop_paused and len(self._buffer) < BODY_HIGH_WATER // 2:
+        """The next `size` unread bytes (no more than are here), in one copy at most."""
+        size = min(size, self._size)
+        chunks = self._chunks
+        taken: list[bytes] = []
+        need = size
+        while need:
+            chunk, offset = chunks[0], self._offset
+            left = len(chunk) - offset
+            if left <= need:
+                taken.append(chunk if not offset else chunk[offset:])
+                chunks.popleft()
+                self._offset = 0
+                need -= left
+            else:
+                taken.append(chunk[offset:offset + need])
+                self._offset = offset + need
+                need = 0
+        self._size -= size
+        if self._loop_paused and self._size < BODY_HIGH_WATER // 2:
             self._loop_paused = False
             self._reader.body_drained()
-        return data
+        return taken[0] if len(taken) == 1 else b"".join(taken)
 
 
 class EmptyBody:
