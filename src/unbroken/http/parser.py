@@ -19,13 +19,15 @@ Rules this module keeps:
 5. Nothing is refused from `on_header`: httptools calls it only when the next field
    starts, which llhttp reports early or late depending on where a `feed` ended. A
    field is judged when the head ends, a trailer when the message ends.
-6. One shortcut past llhttp: a whole bodiless HTTP/1.1 head made only of the plainest
-   pieces (a common method, an origin-form target of URI characters, token names,
-   visible-ASCII values, one Host and nothing that frames a body, expects, upgrades or
-   closes) is read by `_SIMPLE_HEAD` here. Every such head is one llhttp accepts and
-   every check of `on_headers_complete` passes but Host's, which is still made, so the
-   event is the one llhttp's path gives; anything else goes to llhttp as before, whose
-   state is untouched (it waits for a message's start either way).
+6. One shortcut past llhttp: a whole HTTP/1.1 head made only of the plainest pieces (a
+   common method, an origin-form target of URI characters, token names, visible-ASCII
+   values, one Host, at most one plain Content-Length and nothing else that frames a
+   body, expects, upgrades or closes) is read by `_SIMPLE_HEAD` here, and its body, if
+   it has one, is counted off here too (Phase.PLAIN_BODY). Every such head is one
+   llhttp accepts and every check of `on_headers_complete` passes but Host's and the
+   declared size's, which are still made, so the events are the ones llhttp's path
+   gives; anything else goes to llhttp as before, whose state is untouched (it waits
+   for a message's start either way).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ _SIMPLE_HEAD = re.compile(
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*\r\n")
 _SIMPLE_FIELD = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[!-~]+(?:[ \t]+[!-~]+)*)?)[ \t]*\r\n")
+# A longer Content-Length (leading zeros, or beyond any body we would take) is llhttp's.
+MAX_PLAIN_LENGTH_DIGITS = 15
 # The fields _read_simple_head looks at: the parser's own, and Connection.
 _SIMPLE_HEAD_NOTED = _NOTED_FIELDS | {b"connection"}
 # Blank lines tolerated before a request line (RFC 9112 §2.2 allows "at least one").
@@ -102,6 +106,7 @@ class ParserLimits:
 class Phase(enum.Enum):
     HEAD = "head"  # waiting for, or inside, a request head
     LENGTH_BODY = "length body"
+    PLAIN_BODY = "plain body"  # a Content-Length body after a head read by rule 6
     CHUNKED_BODY = "chunked body"
     CLOSED = "closed"  # last message was not keep-alive: later bytes are ignored
     FAILED = "failed"
@@ -176,6 +181,8 @@ class RequestParser:
             while position < end:
                 if self.phase is Phase.HEAD:
                     position = self._feed_head(data, position)
+                elif self.phase is Phase.PLAIN_BODY:
+                    position = self._feed_plain_body(data, position)
                 elif self.phase is Phase.LENGTH_BODY:
                     position = self._feed_length_body(data, position)
                 elif self.phase is Phase.CHUNKED_BODY:
@@ -266,6 +273,7 @@ class RequestParser:
         if match is None or match.end() != stop:
             return False
         host: bytes | None = None
+        length: int | None = None
         forwarded = typed = False
         headers = []
         for name, value in _SIMPLE_FIELD.findall(data, line_end + 2, stop - 2):
@@ -277,6 +285,9 @@ class RequestParser:
                     forwarded = True
                 elif name == b"content-type" and not typed:
                     typed = True
+                elif name == b"content-length" and length is None and value.isdigit() and (
+                        len(value) <= MAX_PLAIN_LENGTH_DIGITS):
+                    length = int(value)
                 elif name != b"connection" or value.lower() != b"keep-alive":
                     return False  # framing, Expect, Upgrade, a repeat: llhttp's path judges
             headers.append((name, value))
@@ -285,13 +296,33 @@ class RequestParser:
         if host != self._valid_host:
             rules.check_host(host)
             self._valid_host = host
+        limit = self._limits.max_body_size
+        if length and limit is not None and length > limit:
+            raise ContentTooLarge(f"declared body of {length} bytes over {limit}")
         self._heads_parsed += 1
-        self._events += (
-            RequestHead(match[1], match[2], "1.1", headers, True, False, None, False,
-                        None, forwarded, False),
-            MESSAGE_COMPLETE,
-        )  # fmt: skip
+        head = RequestHead(match[1], match[2], "1.1", headers, True, False, length, False,
+                           None, forwarded, bool(length))  # fmt: skip
+        if length:
+            self._events.append(head)
+            self.phase = Phase.PLAIN_BODY
+            self._m.remaining = length
+        else:
+            self._events += (head, MESSAGE_COMPLETE)
         return True
+
+    def _feed_plain_body(self, data: bytes, start: int) -> int:
+        """Rule 6: the body of a head read without llhttp, as it comes (whole `data`
+        uncopied), then the message's end."""
+        message = self._m
+        end = len(data)
+        stop = min(end, start + message.remaining)
+        message.remaining -= stop - start
+        self._events.append(BodyData(data if start == 0 and stop == end else data[start:stop]))
+        if not message.remaining:
+            self._events.append(MESSAGE_COMPLETE)
+            self.phase = Phase.HEAD
+            self._m = MessageState()
+        return stop
 
     def _measure_segment(self, data: bytes, start: int, cursor: int, length: int) -> None:
         """Add `length` bytes to the current line; raise at the first byte over a limit."""

@@ -13,7 +13,13 @@ from parser_harness import (
     splits,
 )
 
-from unbroken.http.events import MESSAGE_COMPLETE, MessageComplete, RequestHead, RequestRejected
+from unbroken.http.events import (
+    MESSAGE_COMPLETE,
+    BodyData,
+    MessageComplete,
+    RequestHead,
+    RequestRejected,
+)
 from unbroken.http.parser import ParserLimits, RequestParser
 
 CORPUS = load_module(CORPUS_DIR / "http_requests.py", "unbroken_http_corpus")
@@ -261,6 +267,8 @@ PLAIN_HEADS = [
     b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
     b"HEAD /a/b?c=d&e=%41 HTTP/1.1\r\nhost:h:8080\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4\r\n"
     b"Connection: Keep-Alive\r\nContent-Type: text/plain\r\nUser-Agent: a b\t \r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
 ]
 NOT_PLAIN_HEADS = [
     b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",  # HTTP/1.0
@@ -269,7 +277,9 @@ NOT_PLAIN_HEADS = [
     b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",  # no Host: 400
     b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n",  # a Host of the shortcut, refused all the same
     b"GET /#f HTTP/1.1\r\nHost: h\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0000000000000000002\r\n\r\nhi",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
     b"GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n",  # obs-text: llhttp's to judge
     b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
 ]
@@ -288,4 +298,15 @@ def test_plain_heads_skip_llhttp(raw: bytes) -> None:
     parser = RequestParser(LIMITS)
     parser._execute = None  # type: ignore[assignment,method-assign]  # must not be called
     events = parser.feed(raw)
-    assert isinstance(events[0], RequestHead) and events[1:] == [MESSAGE_COMPLETE]
+    assert isinstance(events[0], RequestHead) and events[-1] == MESSAGE_COMPLETE
+
+
+def test_a_plain_body_is_counted_off_as_it_comes_and_over_the_limit_refused() -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
+    parser = RequestParser(LIMITS)
+    rest = b"67890GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    events = parser.feed(raw + b"12345") + parser.feed(rest)
+    assert [type(event) for event in events] == [
+        RequestHead, BodyData, BodyData, MessageComplete, RequestHead, MessageComplete]
+    assert b"".join(e.data for e in events if isinstance(e, BodyData)) == b"1234567890"
+    assert parse([raw], limited(max_body_size=9)) == [("rejected", 413)]
