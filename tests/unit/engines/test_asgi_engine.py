@@ -56,6 +56,26 @@ def test_keep_alive_and_pipelining_on_the_shared_core() -> None:
         assert server.engine.connections == 1
 
 
+def test_heads_from_lists_pairs_of_lists_and_one_shot_iterables_are_all_served() -> None:
+    """A list of pairs is cached as a key; lists for pairs and a generator cannot be, and
+    a generator must be read once only: each is served the same, twice."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["path"]
+        pairs = [(b"content-type", b"text/plain"), (b"x-kind", kind.encode())]
+        headers: Any = {"/list": pairs, "/lists": [list(pair) for pair in pairs],
+                        "/iterable": (pair for pair in pairs)}[kind]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with serve(app) as server, server.connect() as client:
+        for kind in ("/list", "/lists", "/iterable") * 2:
+            client.sendall(get(kind))
+            status, headers, body = read_response(client)
+            assert (status, headers["x-kind"], headers["content-type"], body) == (
+                200, kind, "text/plain", b"ok")
+
+
 def test_streaming_request_body_arrives_in_pieces() -> None:
     pieces: list[bytes] = []
 

@@ -24,7 +24,7 @@ from typing import Any
 from unbroken.engines import RequestHooks
 from unbroken.engines.core.exchange import Exchange
 from unbroken.errors import UnbrokenError
-from unbroken.http.response import plan_response
+from unbroken.http.response import HeadCache, head_fields, plan_head, plan_response
 
 error_log = logging.getLogger("unbroken.error")
 
@@ -37,6 +37,8 @@ INTERNAL_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+# The checked heads of recent responses, by status and header pairs as the app sent them.
+_HEADS = HeadCache()
 
 
 class ClientDisconnected(UnbrokenError, OSError):
@@ -187,14 +189,25 @@ class HTTPCycle(WriteBackPressure):
 
     def _plan(self, length_hint: int | None) -> Any:
         exchange = self._exchange
-        assert self._status is not None
-        return plan_response(
-            self._status, REASONS.get(self._status, b""), self._headers,
-            request_method=exchange.head.method,
-            request_version=exchange.head.version,
-            date_field=exchange.connection.server.date_field(),
-            length_hint=length_hint,
-        )
+        status, headers = self._status, self._headers
+        assert status is not None
+        # A list of pairs can be a key (a one-shot iterable cannot be read twice).
+        key: object = None
+        fields = None
+        if type(headers) is list:
+            try:
+                key = (status, *headers)
+                fields = _HEADS.get(key)
+            except TypeError:  # lists for pairs: not cached
+                key = None
+        if fields is None:
+            fields = head_fields(status, REASONS.get(status, b""), headers)
+            if key is not None:
+                _HEADS.put(key, fields)
+        return plan_head(fields, request_method=exchange.head.method,
+                         request_version=exchange.head.version,
+                         date_field=exchange.connection.server.date_field(),
+                         length_hint=length_hint)  # fmt: skip
 
     # -------------------------------------------------------------- running
 

@@ -11,9 +11,12 @@ from urllib.parse import unquote
 
 from unbroken.engines.core.exchange import Exchange
 from unbroken.engines.wsgi.environ import split_target
+from unbroken.http.forwarded import NOT_FORWARDED
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+_METHODS = {name.encode(): name for name in
+            ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}  # fmt: skip
 
 
 def _address(address: Any) -> tuple[Any, ...] | None:
@@ -71,8 +74,36 @@ def connection_scope(kind: str, exchange: Exchange, scheme: str,
 
 
 def http_scope(exchange: Exchange, scheme: str, state: dict[str, Any]) -> dict[str, Any]:
-    scope = connection_scope("http", exchange, scheme, state)
-    scope["method"] = exchange.head.method.decode("ascii")
+    if exchange.forwarded is not NOT_FORWARDED:
+        scope = connection_scope("http", exchange, scheme, state)
+        scope["method"] = exchange.head.method.decode("ascii")
+        return scope
+    # The usual request: a copy of what every request on its connection shares (made at
+    # the first), and the request's own fields.
+    connection = exchange.connection
+    template: dict[str, Any] | None = connection.engine_template
+    if template is None:
+        connection.engine_template = template = {
+            "type": "http", "asgi": ASGI_VERSION, "scheme": scheme, "root_path": "",
+            "client": _address(connection.peername), "server": _address(connection.sockname),
+        }  # fmt: skip
+    head = exchange.head
+    target = head.target
+    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path, encoding="utf-8", errors="surrogateescape")
+    scope = template.copy()
+    scope["http_version"] = head.version
+    scope["path"] = path
+    scope["raw_path"] = raw_path
+    scope["query_string"] = query
+    scope["headers"] = head.headers
+    scope["state"] = state.copy()
+    scope["method"] = _METHODS.get(head.method) or head.method.decode("ascii")
     return scope
 
 
