@@ -112,6 +112,11 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+# The members as module globals: `Phase.HEAD` is a lookup through the enum's metaclass
+# in Python 3.11 (see engines/core/states.py), and the feed loop reads several per request.
+HEAD, LENGTH_BODY, PLAIN_BODY, CHUNKED_BODY, CLOSED, FAILED = Phase
+
+
 @dataclass(slots=True)
 class ChunkedFraming:
     """Our own reading of a chunked body (see _feed_chunked_body), apart from
@@ -165,7 +170,7 @@ class RequestParser:
         self._whole_head_limit = min(limits.request_line, limits.field_size, limits.header_block)
         self._whole_head_lines = limits.fields + 2  # the request line and the blank line
         self._http = httptools.HttpRequestParser(self)
-        self.phase = Phase.HEAD
+        self.phase = HEAD
         self._events: list[Event] = []
         self._heads_parsed = 0
         self._valid_host: bytes | None = None
@@ -175,22 +180,23 @@ class RequestParser:
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse `data`; return the events it completed (possibly none)."""
-        self._events = events = list[Event]()
+        events: list[Event] = []
+        self._events = events
         position, end = 0, len(data)
         try:
             while position < end:
-                if self.phase is Phase.HEAD:
+                if self.phase is HEAD:
                     position = self._feed_head(data, position)
-                elif self.phase is Phase.PLAIN_BODY:
+                elif self.phase is PLAIN_BODY:
                     position = self._feed_plain_body(data, position)
-                elif self.phase is Phase.LENGTH_BODY:
+                elif self.phase is LENGTH_BODY:
                     position = self._feed_length_body(data, position)
-                elif self.phase is Phase.CHUNKED_BODY:
+                elif self.phase is CHUNKED_BODY:
                     position = self._feed_chunked_body(data, position)
                 else:
                     break
         except HTTPError as error:
-            self.phase = Phase.FAILED
+            self.phase = FAILED
             events.append(RequestRejected(error))
         return events
 
@@ -206,7 +212,7 @@ class RequestParser:
         except httptools.HttpParserUpgrade:
             # CONNECT or Upgrade: we never switch protocols, so the message ends
             # here and the connection closes after the response (see on_headers_complete).
-            self.phase = Phase.CLOSED
+            self.phase = CLOSED
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, HTTPError):
@@ -234,7 +240,7 @@ class RequestParser:
             if self._end_line(data, start, newline):
                 heads_before = self._heads_parsed
                 self._execute(data, start, cursor)
-                if self._heads_parsed == heads_before and self.phase is Phase.HEAD:
+                if self._heads_parsed == heads_before and self.phase is HEAD:
                     raise BadRequest("malformed request head")
                 return cursor
         self._execute(data, start, end)
@@ -262,7 +268,7 @@ class RequestParser:
         self._m.request_line = line_end - start
         heads_before = self._heads_parsed
         self._execute(data, start, stop)
-        if self._heads_parsed == heads_before and self.phase is Phase.HEAD:
+        if self._heads_parsed == heads_before and self.phase is HEAD:
             raise BadRequest("malformed request head")
         return stop
 
@@ -304,7 +310,7 @@ class RequestParser:
                            None, forwarded, bool(length))  # fmt: skip
         if length:
             self._events.append(head)
-            self.phase = Phase.PLAIN_BODY
+            self.phase = PLAIN_BODY
             self._m.remaining = length
         else:
             self._events += (head, MESSAGE_COMPLETE)
@@ -320,7 +326,7 @@ class RequestParser:
         self._events.append(BodyData(data if start == 0 and stop == end else data[start:stop]))
         if not message.remaining:
             self._events.append(MESSAGE_COMPLETE)
-            self.phase = Phase.HEAD
+            self.phase = HEAD
             self._m = MessageState()
         return stop
 
@@ -641,10 +647,10 @@ class RequestParser:
         if upgrade:
             return  # llhttp ends the message now; see _execute
         if self._m.chunked:
-            self.phase = Phase.CHUNKED_BODY
+            self.phase = CHUNKED_BODY
             self._m.framing = ChunkedFraming()
         elif self._m.content_length:
-            self.phase = Phase.LENGTH_BODY
+            self.phase = LENGTH_BODY
             self._m.remaining = self._m.content_length
 
     def on_body(self, body: bytes) -> None:
@@ -662,7 +668,7 @@ class RequestParser:
             if framing.problem is not None:
                 raise framing.problem
         self._events.append(MESSAGE_COMPLETE)
-        self.phase = Phase.HEAD if self._m.keep_alive else Phase.CLOSED
+        self.phase = HEAD if self._m.keep_alive else CLOSED
         self._m = MessageState()
 
     # ---------------------------------------------------------------- state
@@ -673,5 +679,5 @@ class RequestParser:
         # Every head byte passes our line scanner before llhttp sees it (a whole head
         # given at once is parsed to its end), so its counters tell; no on_message_begin.
         message = self._m
-        return self.phase is Phase.HEAD and bool(
+        return self.phase is HEAD and bool(
             message.lines or message.line_length or message.leading_bytes)

@@ -36,6 +36,12 @@ class Framing(enum.Enum):
     NONE = "no body"
 
 
+# The members as module globals, as engines/core/states.py has its states: `Framing.LENGTH`
+# is a lookup through the enum's metaclass in Python 3.11 (about 150 ns here), and the
+# per-request path reads several.
+LENGTH, CHUNKED, CLOSE, NONE = Framing
+
+
 @dataclass(slots=True)
 class ResponsePlan:
     """A response head ready to send, and how its body must be framed.
@@ -242,7 +248,7 @@ def plan_head(
     date = b"" if fields.has_date else date_field
     if status == 200 and request_method != b"HEAD" and (
             content_length is not None or length_hint is not None):
-        framing = Framing.LENGTH  # the usual cases, decided without _framing's branches
+        framing = LENGTH  # the usual cases, decided without _framing's branches
         if content_length is None and length_hint is not None:
             head = b"%s%scontent-length: %d\r\n" % (fields.lines, date, length_hint)
             content_length = length_hint
@@ -252,10 +258,10 @@ def plan_head(
         framing, extra = _framing(
             status, request_method, request_version, content_length, length_hint)
         head = fields.lines + date + extra
-        if framing is Framing.LENGTH and content_length is None:
+        if framing is LENGTH and content_length is None:
             content_length = length_hint
     return ResponsePlan(status, head, framing, content_length,
-                        fields.must_close or framing is Framing.CLOSE)
+                        fields.must_close or framing is CLOSE)
 
 
 def _check_value(name: bytes, value: bytes) -> None:
@@ -272,21 +278,21 @@ def _framing(
 ) -> tuple[Framing, bytes]:
     """Return the body framing and any field it needs added."""
     if not body_allowed(status, b"GET"):
-        return Framing.NONE, b""
+        return NONE, b""
     if content_length is None and length_hint is not None:
         extra = b"content-length: %d\r\n" % length_hint
-        return _no_body_for_head(request_method, Framing.LENGTH), extra
+        return _no_body_for_head(request_method, LENGTH), extra
     if content_length is not None:
-        return _no_body_for_head(request_method, Framing.LENGTH), b""
+        return _no_body_for_head(request_method, LENGTH), b""
     if request_method == b"HEAD":
-        return Framing.NONE, b""
+        return NONE, b""
     if request_version == "1.1":
-        return Framing.CHUNKED, b"transfer-encoding: chunked\r\n"
-    return Framing.CLOSE, b""
+        return CHUNKED, b"transfer-encoding: chunked\r\n"
+    return CLOSE, b""
 
 
 def _no_body_for_head(request_method: bytes, framing: Framing) -> Framing:
-    return Framing.NONE if request_method == b"HEAD" else framing
+    return NONE if request_method == b"HEAD" else framing
 
 
 def error_response(status: int, phrase: str, date_field: bytes) -> bytes:

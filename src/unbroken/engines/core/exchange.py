@@ -33,7 +33,10 @@ from unbroken.engines.core.states import (
 from unbroken.http.events import RequestHead
 from unbroken.http.forwarded import NOT_FORWARDED, Forwarded, read_forwarded
 from unbroken.http.response import (
+    CHUNKED,
     LAST_CHUNK,
+    LENGTH,
+    NONE,
     Framing,
     ResponsePlan,
     encode_chunk,
@@ -142,7 +145,7 @@ class Exchange:
         # CLOSED needs no look: connection_lost ended every exchange still open.
         if self.response is RESPONSE_ENDED or connection.state is CLOSING:
             return
-        if (end and plan is not None and plan.framing is Framing.LENGTH
+        if (end and plan is not None and plan.framing is LENGTH
                 and len(data) == plan.content_length and connection.shortcuts):
             self._send_whole(plan, data)
             return
@@ -150,10 +153,10 @@ class Exchange:
         if plan is not None:
             parts.append(self._head(plan))
             self.response = RESPONSE[self.response, HEAD_SENT]
-        framing = self.plan.framing if self.plan is not None else Framing.NONE
+        framing = self.plan.framing if self.plan is not None else NONE
         if data:
             self._append_body(framing, data, parts)
-        if end and framing is Framing.CHUNKED:
+        if end and framing is CHUNKED:
             parts.append(LAST_CHUNK)
         if parts:
             connection.write(parts[0] if len(parts) == 1 else b"".join(parts))
@@ -178,11 +181,11 @@ class Exchange:
         return plan.head + END_HEAD
 
     def _append_body(self, framing: Framing, data: bytes, parts: list[bytes]) -> None:
-        if framing is Framing.NONE:
+        if framing is NONE:
             return
-        if framing is Framing.CHUNKED:
+        if framing is CHUNKED:
             parts.append(encode_chunk(data))
-        elif framing is Framing.LENGTH and self.plan is not None:
+        elif framing is LENGTH and self.plan is not None:
             room = (self.plan.content_length or 0) - self.body_sent
             if len(data) > room:
                 data = data[:room]  # never send more than announced (PEP 3333)
@@ -217,7 +220,7 @@ class Exchange:
         connection = self.connection
         if self.response is not NOT_STARTED or connection.closing:
             return False
-        self.plan = ResponsePlan(status, b"", Framing.NONE, None, must_close=True)
+        self.plan = ResponsePlan(status, b"", NONE, None, must_close=True)
         connection.write(response)
         self.response = RESPONSE[self.response, UPGRADE_SENT]
         connection.upgrade(stream)
@@ -250,7 +253,7 @@ class Exchange:
     def _finish(self, event: ResponseEvent) -> None:
         self.response = RESPONSE[self.response, event]
         plan = self.plan
-        lied = plan is not None and plan.framing is Framing.LENGTH
+        lied = plan is not None and plan.framing is LENGTH
         if lied and plan is not None and self.body_sent != plan.content_length:
             self.keep_alive = False  # the app sent less than it announced
         self.connection.exchange_ended(self)

@@ -195,7 +195,7 @@ class WSGIRequest:
         """Send what the transport takes now; return what a pool thread must finish."""
         if isinstance(result, FileWrapper):
             return result  # sendfile waits on the loop: only a pool thread can
-        if not self._head_sent and isinstance(result, list | tuple):
+        if not self._head_sent and isinstance(result, (list, tuple)):
             self._respond_at_once(result)
             return None
         return self._stream(result)
@@ -302,7 +302,7 @@ class WSGIRequest:
             self._send(data, end=False)
 
     def _respond(self, result: Iterable[bytes]) -> None:
-        if not self._head_sent and isinstance(result, list | tuple):
+        if not self._head_sent and isinstance(result, (list, tuple)):
             self._respond_at_once(result)
         elif not self._head_sent and isinstance(result, FileWrapper) and _is_regular(result):
             self._respond_with_file(result)
@@ -316,7 +316,10 @@ class WSGIRequest:
             raise TypeError(f"response body must be bytes, not {type(body).__name__}")
         plan = self._plan(length_hint=len(body))
         self._head_sent = True
-        self._to_loop(self._exchange.send, plan, body, True)
+        if self._on_loop:
+            self._exchange.send(plan, body, True)
+        else:
+            self._to_loop(self._exchange.send, plan, body, True)
 
     def _respond_with_file(self, wrapper: FileWrapper) -> None:
         file = wrapper.filelike
