@@ -41,6 +41,20 @@ BY_KEY = {server.key: server for server in SERVERS}
 CASE_BY_KEY = {case.key: case for case in CASES}
 
 
+class SourcePrograms(Programs):
+    """Programs, with unbroken's code from another src/ if asked (`--unbroken-src`)."""
+
+    def __init__(self, *, peers_venv: bool, src: Path | None) -> None:
+        super().__init__(peers_venv=peers_venv)
+        self.src = src
+
+    def env(self, program: str) -> dict[str, str]:
+        env = super().env(program)
+        if program == "unbroken" and self.src is not None:
+            env["PYTHONPATH"] = str(self.src.resolve())
+        return env
+
+
 def cpu_ticks(pids: Sequence[int]) -> int:
     """utime + stime of every process in `pids` (all its threads), in clock ticks."""
     total = 0
@@ -131,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="unbroken's rows only")
+    parser.add_argument("--unbroken-src", type=Path, default=None,
+                        help="serve unbroken from this src/ (another checkout: a before)")
     args = parser.parse_args(argv)
     try:
         chosen = [BY_KEY[key] for key in args.servers.split(",") if key]
@@ -140,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers_venv = servers.peers_bin("python").exists()
     if args.no_peers or not peers_venv:
         chosen = [server for server in chosen if server.program == "unbroken"]
-    programs = Programs(peers_venv=peers_venv)
+    programs = SourcePrograms(peers_venv=peers_venv, src=args.unbroken_src)
     print(f"unbroken: {' '.join(programs.command('unbroken'))[:80]}", file=sys.stderr)
     samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="cpu-per-request-") as scratch_name:
