@@ -271,11 +271,12 @@ def last_line(site: Site, server: str) -> str:
     return lines[-1][:120] if lines else "no output"
 
 
-def run_case(server: str, case: Case, timing: Timing, root: Path) -> Outcome:
+def run_case(server: str, case: Case, timing: Timing, root: Path,
+             extra: tuple[str, ...] = ()) -> Outcome:  # fmt: skip
     """Serve v1 under load, reload to v2, measure; always stop the server."""
     site = lay_out_site(root, case)
     port = free_port()
-    master = servers.start_server(server, site, port)
+    master = servers.start_server(server, site, port, extra)
     try:
         if not wait_ready(master, port, time.monotonic() + timing.ready_timeout):
             return Outcome(server, case.name, note=f"v1 never served: {last_line(site, server)}")

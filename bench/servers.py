@@ -191,12 +191,14 @@ def server_argv(server: str, site: Site, port: int) -> list[str]:
     raise ValueError(f"unknown server {server!r}")
 
 
-def start_server(server: str, site: Site, port: int) -> subprocess.Popen[bytes]:
-    """Start a server in a new session with its output in site/<server>.log."""
+def start_server(server: str, site: Site, port: int,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start a server in a new session with its output in site/<server>.log; `extra`
+    flags go after the command line (bench/reload_spike.py's `--boot-nice 0`)."""
     env = unbroken_env() if server in UNBROKEN_SERVERS else dict(os.environ)
     with site.log(server).open("ab") as log:
         return subprocess.Popen(
-            server_argv(server, site, port),
+            [*server_argv(server, site, port), *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, cwd=site.root, start_new_session=True,
         )  # fmt: skip

@@ -1,8 +1,9 @@
 """Throughput of unbroken against gunicorn, uWSGI, uvicorn and granian, from one command.
 
 Run: python bench/speed.py [--quick] [--repeats N] [--duration S] [--warmup S]
-                           [--cases hello,close,json,stream,upload,sleep]
+                           [--cases hello,close,json,stream,upload,sleep|none]
                            [--servers unbroken,gunicorn,uwsgi,uvicorn,granian,...]
+                           [--goals tails,reload,curve|all] [--reload-runs N]
                            [--out DIR] [--smoke]
 
 The peers come pinned from PyPI into bench/.venv-peers (servers.ensure_peers). Each
@@ -12,6 +13,8 @@ threads exist, runs every case against it with wrk from a separate process, samp
 workers' RSS, and stops it by process group. The table reports medians over repeats and
 unbroken's ratio to each peer of the same interface; it is printed and written as
 Markdown, with a PNG chart of the ratios, to bench/results/speed-<date>[-quick].*.
+--goals adds issue 15's goals (bench/goals.py): each measured by its own module, one
+Goals section with each figure, its ratio and met / not met.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cost_curve
+import goals
+import reload_spike
 import servers
+import tails
 from speed_servers import (
     SERVERS,
     Programs,
@@ -63,6 +70,10 @@ RESULTS = servers.BENCH / "results"
 CHART_SCRIPT = servers.BENCH / "speed_chart.py"
 CHART_TIMEOUT = 120.0
 SMOKE_SERVERS = ("unbroken-wsgi", "gunicorn-gthread", "unbroken-asgi", "uvicorn")
+# --goals: issue 15's items 3, 4 and 5, in the order they run.
+GOAL_RUNNERS: dict[str, goals.Runner] = {
+    "tails": tails.run, "reload": reload_spike.run, "curve": cost_curve.run,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class Plan:
     mode: str  # "", "quick" or "smoke": names the output files
     out: Path
     chart: bool
+    goals: tuple[str, ...] = ()  # GOAL_RUNNERS keys
+    reload_runs: int = 5
 
 
 @dataclass(frozen=True)
@@ -127,11 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="unbroken-speed-") as scratch:
         cells = measure(plan, programs, Path(scratch), commands)
+        goal_report = run_goals(plan, programs, Path(scratch))
     took = time.monotonic() - started
     machine = render_machine(programs, (load_before, os.getloadavg()))
-    report = render(plan, cells, commands, took, machine)
+    report = render(plan, cells, commands, took, machine, goal_report)
     print(report)
-    written = write_outputs(plan, cells, report)
+    written = write_outputs(plan, cells, report) + goal_report.files
     print("\n".join(f"wrote {path}" for path in written))
     print(f"took {format_seconds(took)}")
     return 0
@@ -144,7 +158,8 @@ def parse_plan(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--warmup", type=int, default=1,
                         help="seconds of uncounted wrk before each run (0: none)")  # fmt: skip
-    parser.add_argument("--cases", default=",".join(c.key for c in CASES))
+    parser.add_argument("--cases", default=",".join(c.key for c in CASES),
+                        help="comma-separated, or none (only --goals)")  # fmt: skip
     parser.add_argument("--servers", default="all",
                         help="keys, programs such as gunicorn, or wsgi / asgi")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s")
@@ -152,6 +167,10 @@ def parse_plan(argv: Sequence[str] | None) -> Plan:
                         help="unbroken, and gunicorn and uvicorn from this Python if it has "
                              "them: hello only, 1 s, no peers venv, no chart")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument("--goals", default="",
+                        help=f"issue 15's goals to measure too: {','.join(GOAL_RUNNERS)} or all")
+    parser.add_argument("--reload-runs", type=int, default=5,
+                        help="reloads per unbroken interface for --goals reload")  # fmt: skip
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else ""
     if args.smoke:
@@ -168,6 +187,7 @@ def parse_plan(argv: Sequence[str] | None) -> Plan:
         cases=select_cases(parser, args.cases),
         repeats=args.repeats, duration=args.duration, warmup=args.warmup,
         mode=mode, out=args.out, chart=not args.smoke,
+        goals=select_goals(parser, args.goals), reload_runs=max(1, args.reload_runs),
     )  # fmt: skip
 
 
@@ -182,7 +202,17 @@ def select_servers(parser: argparse.ArgumentParser, spec: str) -> tuple[Server, 
     return tuple(s for s in SERVERS if wanted & {s.key, s.program, s.interface})
 
 
+def select_goals(parser: argparse.ArgumentParser, spec: str) -> tuple[str, ...]:
+    words = {word.strip() for word in spec.split(",") if word.strip()}
+    wanted = set(GOAL_RUNNERS) if words == {"all"} else words
+    if unknown := wanted - set(GOAL_RUNNERS):
+        parser.error(f"unknown goals {sorted(unknown)}; known: {sorted(GOAL_RUNNERS)}")
+    return tuple(name for name in GOAL_RUNNERS if name in wanted)
+
+
 def select_cases(parser: argparse.ArgumentParser, spec: str) -> tuple[Case, ...]:
+    if spec == "none":
+        return ()
     wanted = {word.strip() for word in spec.split(",") if word.strip()}
     known = {c.key for c in CASES}
     if unknown := wanted - known:
@@ -201,6 +231,8 @@ def install_peers() -> None:
 def measure(plan: Plan, programs: Programs, scratch: Path, commands: dict[str, str]) -> Cells:
     """Every repeat runs every server, so a slow drift of the machine hits all of them."""
     cells: Cells = {(s.key, c.key): Cell() for s in plan.servers for c in plan.cases}
+    if not plan.cases:
+        return cells
     upload_script = write_upload_script(scratch)
     for repeat in range(plan.repeats):
         shift = repeat % len(plan.servers)
@@ -210,6 +242,24 @@ def measure(plan: Plan, programs: Programs, scratch: Path, commands: dict[str, s
             run_dir.mkdir()
             serve_cases(plan, programs, server, run_dir, upload_script, cells, commands)
     return cells
+
+
+def run_goals(plan: Plan, programs: Programs, scratch: Path) -> goals.Report:
+    """Each goal module in turn, on the same servers; one report for the Goals section."""
+    report = goals.Report()
+    if plan.goals:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    context = goals.Context(
+        servers=plan.servers, programs=programs, scratch=scratch, duration=plan.duration,
+        chart_stem=plan.out / output_stem(plan) if plan.chart else None,
+        reload_runs=plan.reload_runs, quick=plan.mode == "quick",
+    )  # fmt: skip
+    for name in plan.goals:
+        part = GOAL_RUNNERS[name](context)
+        report.goals += part.goals
+        report.details += part.details
+        report.files += part.files
+    return report
 
 
 def serve_cases(plan: Plan, programs: Programs, server: Server, run_dir: Path,
@@ -360,8 +410,9 @@ def ratios(rows: dict[str, Row], server: Server,
 
 
 def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
-           machine: list[str]) -> str:  # fmt: skip
+           machine: list[str], goal_report: goals.Report | None = None) -> str:  # fmt: skip
     tables = reduce_all(plan, cells)
+    goal_report = goal_report or goals.Report()
     lines = [
         "# Throughput: unbroken and its peers",
         "",
@@ -378,15 +429,17 @@ def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
         "— means not measured or not comparable (see the note). *RSS/worker*: mean VmRSS "
         "of the worker processes at the end of the run (shared pages included).",
         "",
-        *render_summary(plan, tables),
-        *render_cases(plan, tables),
+        *goals.render(goal_report.goals),
+        *(render_summary(plan, tables) + render_cases(plan, tables) if plan.cases else []),
+        *(["## Goals in detail", "", *goal_report.details] if goal_report.details else []),
         *machine,
         "",
         "## Command lines",
         "",
         "| server | command |",
         "|---|---|",
-        *(f"| {s.key} | `{commands.get(s.key, 'not started')}` |" for s in plan.servers),
+        *(f"| {s.key} | `{commands.get(s.key, 'not started')}` |" for s in plan.servers
+          if s.key in commands or plan.cases),
     ]
     return "\n".join(lines) + "\n"
 
@@ -503,15 +556,19 @@ def format_seconds(seconds: float) -> str:
 
 def write_outputs(plan: Plan, cells: Cells, report: str) -> list[Path]:
     plan.out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed-{datetime.date.today().isoformat()}" + (f"-{plan.mode}" if plan.mode else "")
+    stem = output_stem(plan)
     markdown = plan.out / f"{stem}.md"
     markdown.write_text(report)
     written = [markdown]
-    if plan.chart:
+    if plan.chart and plan.cases:
         chart = plan.out / f"{stem}.png"
         if draw_chart(plan, cells, chart):
             written.append(chart)
     return written
+
+
+def output_stem(plan: Plan) -> str:
+    return f"speed-{datetime.date.today().isoformat()}" + (f"-{plan.mode}" if plan.mode else "")
 
 
 def chart_data(plan: Plan, cells: Cells) -> dict[str, object]:
