@@ -433,13 +433,9 @@ def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
         *(render_summary(plan, tables) + render_cases(plan, tables) if plan.cases else []),
         *(["## Goals in detail", "", *goal_report.details] if goal_report.details else []),
         *machine,
-        "",
-        "## Command lines",
-        "",
-        "| server | command |",
-        "|---|---|",
+        *(["", "## Command lines", "", "| server | command |", "|---|---|"] if plan.cases else []),
         *(f"| {s.key} | `{commands.get(s.key, 'not started')}` |" for s in plan.servers
-          if s.key in commands or plan.cases),
+          if plan.cases),
     ]
     return "\n".join(lines) + "\n"
 
