@@ -20,7 +20,6 @@ bench/speed.py once); unbroken runs this checkout's src/ (servers.unbroken_argv)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import servers
-from speed_servers import SERVERS, Programs, Server, free_port, wait_ready, worker_pids
+from speed_servers import (
+    SERVERS,
+    TICKS_PER_SECOND,
+    Programs,
+    Server,
+    cpu_ticks,
+    free_port,
+    wait_ready,
+    worker_pids,
+)
 from speed_servers import start as start_server
 from speed_wrk import CASES, Case, WrkFailed, run_wrk, write_upload_script, wrk_argv
 
@@ -36,7 +44,6 @@ DEFAULT_SERVERS = ("unbroken-wsgi", "uwsgi", "granian-wsgi",
                    "unbroken-asgi", "uvicorn", "granian-asgi")  # fmt: skip
 DEFAULT_CASES = ("hello", "json", "upload")
 WARMUP_SECONDS = 1.0
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 BY_KEY = {server.key: server for server in SERVERS}
 CASE_BY_KEY = {case.key: case for case in CASES}
 
@@ -53,21 +60,6 @@ class SourcePrograms(Programs):
         if program == "unbroken" and self.src is not None:
             env["PYTHONPATH"] = str(self.src.resolve())
         return env
-
-
-def cpu_ticks(pids: Sequence[int]) -> int:
-    """utime + stime of every process in `pids` (all its threads), in clock ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue  # gone: its time is lost, and the run will show it as an outlier
-        # Fields after the command name (which may hold spaces): utime is the 14th field
-        # of the whole line, the 12th after ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 def measure_case(case: Case, master: int, port: int, duration: float,

@@ -13,7 +13,9 @@ threads exist, runs every case against it with wrk from a separate process, samp
 workers' RSS, and stops it by process group. The table reports medians over repeats and
 unbroken's ratio to each peer of the same interface; it is printed and written as
 Markdown, with a PNG chart of the ratios, to bench/results/speed-<date>[-quick].*.
---goals adds issue 15's goals (bench/goals.py): each measured by its own module, one
+Each per-case row also has the workers' CPU time per request (from /proc, around the
+measured run), and issue 15's items 1 and 2 are judged from the table (path_goals).
+--goals adds its items 3-5 (bench/goals.py): each measured by its own module, one
 Goals section with each figure, its ratio and met / not met.
 """
 
@@ -33,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cost_curve
 import goals
@@ -41,9 +44,11 @@ import servers
 import tails
 from speed_servers import (
     SERVERS,
+    TICKS_PER_SECOND,
     Programs,
     Server,
     accept_queue,
+    cpu_ticks,
     free_port,
     rss_mib,
     wait_ready,
@@ -98,6 +103,7 @@ class Measured:
     rss_mib: float | None  # mean over the workers, at the end of the run
     workers: int
     waiting: float | None  # median of the listen socket's accept queue, keep-alive cases
+    cpu_us: float | None = None  # the workers' CPU time per request (cpu_per_request.py's figure)
 
 
 @dataclass
@@ -118,6 +124,7 @@ class Row:
     p99: float | None
     max: float | None
     rss: float | None
+    cpu: float | None  # worker CPU-µs per request
     errors: str
     note: str
     comparable: bool  # the row measures the case (else no ratios)
@@ -271,7 +278,8 @@ def serve_cases(plan: Plan, programs: Programs, server: Server, run_dir: Path,
     port = free_port()
     log = run_dir / "server.log"
     master = start_server(server, programs, port, run_dir, log)
-    commands.setdefault(server.key, display_command(master.args, port, run_dir))
+    argv = cast("list[str]", master.args)  # start() passes a list of str
+    commands.setdefault(server.key, display_command(argv, port, run_dir))
     try:
         if reason := wait_ready(master, port, log):
             fail_all(plan, server, cells, f"did not start: {reason}")
@@ -301,7 +309,9 @@ def measure_case(plan: Plan, case: Case, master: int, port: int, upload_script: 
             run_wrk(wrk_argv(case, port, plan.warmup, upload_script), plan.warmup)
         started = time.monotonic()
         argv = wrk_argv(case, port, plan.duration, upload_script)
+        ticks = cpu_ticks(worker_pids(master))
         result = run_wrk(argv, plan.duration, sample_queue)
+        ticks = cpu_ticks(worker_pids(master)) - ticks
         if result.requests == 0:  # latencies of nothing: a failed run, not a fast one
             raise WrkFailed(f"no response completed in {plan.duration:g} s")
     except WrkFailed as error:
@@ -312,7 +322,8 @@ def measure_case(plan: Plan, case: Case, master: int, port: int, upload_script: 
     sizes = [size for size in map(rss_mib, workers) if size is not None]
     rss = statistics.fmean(sizes) if sizes else None
     waiting = statistics.median(queue) if queue else None
-    cell.runs.append(Measured(result, rss, len(workers), waiting))
+    cpu_us = ticks / TICKS_PER_SECOND * 1e6 / result.requests if ticks >= 0 else None
+    cell.runs.append(Measured(result, rss, len(workers), waiting, cpu_us))
     print(f"    {case.key}: {result.rps:.0f} req/s, p99 {result.p99_ms:.2f} ms, "
           f"{result.errors} errors", file=sys.stderr, flush=True)  # fmt: skip
 
@@ -347,7 +358,7 @@ def reduce(cell: Cell, repeats: int) -> Row:
     if workers and workers != {servers.WORKERS}:
         notes.append(f"workers found: {sorted(workers)}")
     if not runs:
-        return Row(None, None, None, None, None, "—", "; ".join(notes), False, False)
+        return Row(None, None, None, None, None, None, "—", "; ".join(notes), False, False)
     # Clients stuck behind kept-alive ones; a server that closes every time rotates them.
     waiting = statistics.median(r.waiting or 0 for r in runs) if cell.check.keeps_alive else 0
     if waiting >= 1:
@@ -364,6 +375,7 @@ def reduce(cell: Cell, repeats: int) -> Row:
         p99=median([r.wrk.p99_ms for r in runs]),
         max=median([r.wrk.max_ms for r in runs]),
         rss=median([r.rss_mib for r in runs]),
+        cpu=median([r.cpu_us for r in runs]),
         errors=format_errors(runs),
         note="; ".join(notes),
         comparable=cell.check.comparable,
@@ -409,6 +421,53 @@ def ratios(rows: dict[str, Row], server: Server,
     return ratio(me.rps, them.rps), ratio(me.p99, them.p99) if tails else None
 
 
+# Issue 15's items 1 and 2, read off the table: (case, unbroken's row, the peer's row).
+CPU_BOUNDS = tuple((case, mine, peer) for case in ("hello", "json", "upload")
+                   for mine, peer in (("unbroken-wsgi", "uwsgi"), ("unbroken-asgi", "uvicorn"),
+                                      ("unbroken-asgi", "granian-asgi")))  # fmt: skip
+RPS_BOUNDS = (
+    ("hello", "unbroken-wsgi", "uwsgi"), ("hello", "unbroken-wsgi", "granian-wsgi"),
+    ("hello", "unbroken-asgi", "uvicorn"), ("hello", "unbroken-asgi", "granian-asgi"),
+    ("close", "unbroken-wsgi", "granian-wsgi"), ("close", "unbroken-wsgi", "uvicorn"),
+    ("close", "unbroken-asgi", "granian-asgi"), ("close", "unbroken-asgi", "uvicorn"),
+)  # fmt: skip
+
+
+def path_goals(plan: Plan, tables: dict[str, dict[str, Row]]) -> list[goals.Goal]:
+    """Items 1 (worker CPU per request) and 2 (req/s), from this run's rows.
+
+    A goal is listed when its case and both servers were in the run; it is "not
+    measured" when either row failed or does not measure the case (see its note).
+    """
+    found: list[goals.Goal] = []
+    for case_key, mine_key, peer_key in CPU_BOUNDS:
+        if (pair := _rows(tables, case_key, mine_key, peer_key)) is not None:
+            mine, peer = pair
+            comparable = mine.comparable and peer.comparable
+            value, met = goals.at_most(mine.cpu, peer.cpu) if comparable else (None, None)
+            found.append(goals.Goal(
+                "1 CPU per request", f"{case_key}: {mine_key} ≤ {peer_key} (worker CPU-µs/req)",
+                f"{format_mib(mine.cpu)} vs {format_mib(peer.cpu)} µs", value, met))  # fmt: skip
+    for case_key, mine_key, peer_key in RPS_BOUNDS:
+        if (pair := _rows(tables, case_key, mine_key, peer_key)) is not None:
+            mine, peer = pair
+            comparable = mine.comparable and peer.comparable
+            # The ratio is the peer's req/s over unbroken's, so that ≤ 1.00 meets it here too.
+            value, met = goals.at_most(peer.rps, mine.rps) if comparable else (None, None)
+            found.append(goals.Goal(
+                "2 throughput", f"{case_key}: {mine_key} ≥ {peer_key} (req/s, ratio theirs ÷ ours)",
+                f"{format_rps(mine.rps)} vs {format_rps(peer.rps)} req/s", value, met))  # fmt: skip
+    return found
+
+
+def _rows(tables: dict[str, dict[str, Row]], case_key: str, mine_key: str,
+          peer_key: str) -> tuple[Row, Row] | None:  # fmt: skip
+    rows = tables.get(case_key, {})
+    if mine_key not in rows or peer_key not in rows:
+        return None
+    return rows[mine_key], rows[peer_key]
+
+
 def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
            machine: list[str], goal_report: goals.Report | None = None) -> str:  # fmt: skip
     tables = reduce_all(plan, cells)
@@ -429,7 +488,7 @@ def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
         "— means not measured or not comparable (see the note). *RSS/worker*: mean VmRSS "
         "of the worker processes at the end of the run (shared pages included).",
         "",
-        *goals.render(goal_report.goals),
+        *goals.render(path_goals(plan, tables) + goal_report.goals),
         *(render_summary(plan, tables) + render_cases(plan, tables) if plan.cases else []),
         *(["## Goals in detail", "", *goal_report.details] if goal_report.details else []),
         *machine,
@@ -465,8 +524,8 @@ def render_cases(plan: Plan, tables: dict[str, dict[str, Row]]) -> list[str]:
             f"### {case.title} (`{method} {case.path}`{close})",
             "",
             "| interface | server | req/s | p50 ms | p99 ms | max ms | RSS/worker MiB "
-            "| errors | unbroken req/s ÷ | unbroken p99 ÷ | note |",
-            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+            "| CPU µs/req | errors | unbroken req/s ÷ | unbroken p99 ÷ | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
         ]
         for server in plan.servers:
             row = tables[case.key][server.key]
@@ -474,7 +533,8 @@ def render_cases(plan: Plan, tables: dict[str, dict[str, Row]]) -> list[str]:
             lines.append(
                 f"| {server.interface.upper()} | {server.label} | {format_rps(row.rps)} "
                 f"| {format_ms(row.p50)} | {format_ms(row.p99)} | {format_ms(row.max)} "
-                f"| {format_mib(row.rss)} | {row.errors} | {format_ratio(rps_ratio)} "
+                f"| {format_mib(row.rss)} | {format_mib(row.cpu)} | {row.errors} "
+                f"| {format_ratio(rps_ratio)} "
                 f"| {format_ratio(p99_ratio)} | {row.note.replace('|', '/')} |"
             )
         lines.append("")

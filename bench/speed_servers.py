@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ APPS = servers.BENCH / "speed_apps"
 WORKERS = servers.WORKERS
 THREADS = servers.THREADS
 READY_TIMEOUT = 20.0
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts CPU time in these
 # A first answer means one worker is up; the others may still be importing the app.
 ALL_WORKERS_TIMEOUT = 5.0
 # Helper processes of multiprocessing-based masters (uvicorn) that are not workers.
@@ -252,6 +253,21 @@ def worker_pids(master: int) -> list[int]:
         if entry.name.isdigit() and _parent(int(entry.name)) == master:
             children.append(int(entry.name))
     return sorted(pid for pid in children if not any(h in _cmdline(pid) for h in NOT_WORKERS))
+
+
+def cpu_ticks(pids: Sequence[int]) -> int:
+    """utime + stime of every process in `pids` (all its threads), in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone: its time is lost, and the run will show it as an outlier
+        # Fields after the command name (which may hold spaces): utime is the 14th field
+        # of the whole line, the 12th after ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def rss_mib(pid: int) -> float | None:

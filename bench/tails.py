@@ -22,6 +22,7 @@ and then its latency counts from when it went out (never from a time in the futu
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import subprocess
@@ -192,14 +193,14 @@ def run(context: goals.Context) -> goals.Report:
     rows = [Row(server) for server in context.servers]
     for row in rows:
         print(f"[tails: saturation] {row.server.key}", file=sys.stderr, flush=True)
-        serve(context, row, lambda port, r=row: saturate(context, r, port))
+        serve(context, row, functools.partial(saturate, context, row))
     rates = {interface: offered_rate(rows, interface) for interface in ("wsgi", "asgi")}
     for row in rows:
         rate, _ = rates[row.server.interface]
         if rate is None or row.failure:
             continue
         print(f"[tails: {rate:.0f} req/s] {row.server.key}", file=sys.stderr, flush=True)
-        serve(context, row, lambda port, r=row, at=rate: offer(context, r, port, at, script))
+        serve(context, row, functools.partial(offer, context, row, rate, script))
     return goals.Report(judge(rows, rates), render(rows, rates, context.duration))
 
 
@@ -242,7 +243,7 @@ def saturate(context: goals.Context, row: Row, port: int) -> None:
     row.saturation = Saturation(result.rps, result.p99_ms, result.errors, waiting)
 
 
-def offer(context: goals.Context, row: Row, port: int, rate: float, script: Path) -> None:
+def offer(context: goals.Context, row: Row, rate: float, script: Path, port: int) -> None:
     run_wrk(wrk_argv(HELLO, port, 1, Path("/dev/null")), 1)  # warm-up, closed loop
     argv = open_loop_argv(port, rate, context.duration, script)
     stdout = run_wrk_text(argv, context.duration)

@@ -26,7 +26,7 @@ def unbroken_rows(markdown: str) -> list[list[str]]:
     rows = []
     for line in markdown.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 11 and cells[0] in ("WSGI", "ASGI") and cells[1] == "unbroken":
+        if len(cells) == 12 and cells[0] in ("WSGI", "ASGI") and cells[1] == "unbroken":
             rows.append(cells)
     return rows
 
@@ -40,7 +40,14 @@ def test_smoke_run_writes_a_table_with_unbroken_serving(tmp_path: Path) -> None:
     [table] = tmp_path.glob("speed-*-smoke.md")
     rows = unbroken_rows(table.read_text())
     assert rows, table.read_text()
-    for interface, _, rps, *_, errors, _, _, note in rows:
+    for interface, _, rps, *_, cpu, errors, _, _, note in rows:
         assert rps != "—", (interface, note)  # not measured: the note says why
         assert float(rps) > 0, (interface, note)
+        assert float(cpu) > 0, (interface, note)  # the workers' CPU was read from /proc
         assert errors == "0", (interface, errors, note)
+    # The smoke servers include unbroken-asgi and uvicorn: items 1 and 2 judge that pair.
+    wanted = ("| 1 CPU per request | hello: unbroken-asgi ≤ uvicorn",
+              "| 2 throughput | hello: unbroken-asgi ≥ uvicorn")
+    goal_lines = [line for line in table.read_text().splitlines() if line.startswith(wanted)]
+    assert len(goal_lines) == 2, table.read_text()
+    assert all(line.endswith(("**met** |", "**not met** |")) for line in goal_lines), goal_lines
