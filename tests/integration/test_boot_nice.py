@@ -87,3 +87,34 @@ def test_a_worker_imports_niced_and_serves_at_the_master_s_nice(
     finally:
         stop_process(process)
         listener.close()
+
+
+STAND_IN = '''
+import json, os, runpy, sys, types
+
+def main(priority):
+    print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0),
+                      "asyncio_loaded": "asyncio" in sys.modules,
+                      "restores_to": priority.restore_to if priority else None}))
+
+stand_in = types.ModuleType("unbroken.worker.main")
+stand_in.main = main
+sys.modules["unbroken.worker.main"] = stand_in
+runpy.run_module("unbroken.worker", run_name="__main__")
+'''
+
+
+@pytest.mark.parametrize(("boot_nice", "expected"), [(5, 5), (0, 0)])
+def test_the_nice_is_raised_before_the_worker_s_own_imports(boot_nice: int,
+                                                            expected: int) -> None:
+    # `python -m unbroken.worker` as the master starts it, with unbroken.worker.main
+    # replaced by a stand-in that reports the process as the real one would find it:
+    # niced already, and asyncio (the worker's heaviest import) not yet loaded.
+    spec = json.dumps({"worker_class": "sync", "boot_nice": boot_nice})
+    done = subprocess.run([sys.executable, "-c", STAND_IN], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "UNBROKEN_WORKER": spec},
+                          preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {"nice": expected, "asyncio_loaded": False,
+                    "restores_to": 0 if boot_nice else None}

@@ -1,28 +1,44 @@
-"""`python -m unbroken.worker`: patch for gevent first when asked, then run the worker.
+"""`python -m unbroken.worker`: lower the boot priority and patch for gevent first, then run.
 
-gevent's monkey patching must happen before any module imports socket, threading,
-selectors or asyncio, or those modules keep blocking references (gevent's docs:
-"patch as early as possible"). So this file reads the worker class from the spec
-with nothing but `json` and `os`, and imports the worker only afterwards.
+Two things must happen before the worker's own imports, so this file reads the spec
+with nothing but `json` and `os` (and priority.py's `os` and `resource`):
+
+- The boot nice (--boot-nice, worker/priority.py). Importing the worker (asyncio, the
+  engines, the parser) is about 70 ms of CPU; at the master's priority, each new worker
+  of a reload took that from the serving ones at the reload's first moment, where the
+  bench's spike was (issue 15, item 4).
+- gevent's monkey patching, before any module imports socket, threading, selectors or
+  asyncio, or those modules keep blocking references (gevent's docs: "patch as early as
+  possible").
 """
 
 import json
 import os
 
+from unbroken.worker.priority import lower_for_boot
 
-def _patch_for_gevent() -> None:
+
+def _spec_fields() -> dict[str, object]:
     try:
-        worker_class = json.loads(os.environ.get("UNBROKEN_WORKER", "{}")).get("worker_class")
-    except (ValueError, AttributeError):
-        return  # main() reports a bad spec
+        fields = json.loads(os.environ.get("UNBROKEN_WORKER", "{}"))
+    except ValueError:
+        return {}  # main() reports a bad spec
+    return fields if isinstance(fields, dict) else {}
+
+
+def _patch_for_gevent(worker_class: object) -> None:
     if worker_class == "gevent":
         from gevent import monkey
 
         monkey.patch_all()
 
 
-_patch_for_gevent()
+_fields = _spec_fields()
+_boot_nice = _fields.get("boot_nice", 0)
+# First, while this process is a single thread (a thread inherits its creator's nice).
+_priority = lower_for_boot(_boot_nice if isinstance(_boot_nice, int) else 0)
+_patch_for_gevent(_fields.get("worker_class"))
 
-from unbroken.worker.main import main  # noqa: E402 -- must follow the patching above
+from unbroken.worker.main import main  # noqa: E402 -- must follow the two steps above
 
-main()
+main(_priority)

@@ -46,7 +46,7 @@ from unbroken.messages import (
 from unbroken.observability.cuts import CutRequest, cut_log_lines, cut_report
 from unbroken.worker.hooks import WorkerHooks
 from unbroken.worker.loader import AppNotFound, load_app
-from unbroken.worker.priority import BootPriority, lower_for_boot
+from unbroken.worker.priority import BootPriority
 from unbroken.worker.request_timeout import RequestTimeout
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
@@ -417,10 +417,10 @@ def new_loop(worker_class: str, choice: str = "auto") -> asyncio.AbstractEventLo
     return loop
 
 
-def main() -> NoReturn:
+def main(priority: BootPriority | None) -> NoReturn:
+    """Run the worker; `priority` is the boot nice __main__ set before any import."""
     spec = WorkerSpec.from_env(os.environ.pop(ENV_KEY))
     started = time.monotonic()
-    priority = lower_for_boot(spec.boot_nice)  # first, while we are the only thread
     _die_with_master(spec.master_pid)
     configure_logging(spec.log_level)
     channel = WorkerEnd(spec.channel, lambda: _exit_now(WorkerExit.ORPHANED))

@@ -19,8 +19,9 @@ Rules this module keeps:
    inherits its creator's: threads the app started while importing were born niced.
    So the restore walks /proc/self/task, not only the calling thread.
 
-Not covered: the interpreter's own start (before `worker.main` runs, some tens of
-milliseconds) is at the parent's nice, and `--cmd` programs are not niced (they are
+The nice is raised in `python -m unbroken.worker`'s first lines, before the worker's
+own imports (about 70 ms of CPU here). Not covered: the interpreter's own start (some
+20-30 ms) is at the parent's nice, and `--cmd` programs are not niced (they are
 not our code). Niceness weighs tasks against each other inside one CPU cgroup; a
 service whose booting and serving workers sit in the same cgroup (the usual systemd
 unit) gets the full effect (docs/reloads.md).
