@@ -74,7 +74,7 @@ import servers
 from releases import Site
 from reload_compare import final_version, format_failures, free_port, label, wait_ready
 from speed_servers import SERVERS as SPEED_SERVERS
-from speed_servers import worker_pids
+from speed_servers import TICKS_PER_SECOND, cpu_ticks, worker_pids
 from speed_wrk import CASES as WRK_CASES
 from speed_wrk import WRK, WrkFailed, run_wrk, wrk_argv
 
@@ -115,7 +115,6 @@ NOT_IN_BEFORE = ("--reload-stable-for",)
 WRK_SECONDS = 3
 WRK_WARMUP = 1
 HELLO = WRK_CASES[0]  # speed_wrk's "hello": GET /, keep-alive
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 APP = '''\
 """after_ready bench app, release {version}."""
@@ -819,16 +818,8 @@ class SpeedRow:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes, from /proc/<pid>/stat (fields 14 and 15)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3, the state
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICK
+    """utime + stime of the processes, in seconds."""
+    return cpu_ticks(pids) / TICKS_PER_SECOND
 
 
 def run_speed(tree: Tree, run: int, scratch: Path) -> SpeedRow:

@@ -27,8 +27,6 @@ point's memory is never reused by the next.
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import json
 import math
 import resource
 import selectors
@@ -41,7 +39,15 @@ from pathlib import Path
 
 import goals
 import servers
-from speed_servers import Server, free_port, last_line, rss_mib, worker_pids
+from speed_servers import (
+    Server,
+    answers,
+    free_port,
+    last_line,
+    rss_mib,
+    run_chart_script,
+    worker_pids,
+)
 from speed_servers import start as start_server
 from speed_wrk import CASES, WrkFailed, run_wrk, wrk_argv
 
@@ -60,7 +66,6 @@ READY_TIMEOUT = 20.0
 ALL_WORKERS_TIMEOUT = 5.0
 BEND_SHARE = 0.9  # req/s below this share of the bottom level's: the curve has bent
 CHART_SCRIPT = servers.BENCH / "cost_curve_chart.py"
-CHART_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -193,17 +198,6 @@ def measure_point(context: goals.Context, server: Server, workers: int, level: i
     finally:
         close_holders(holders)
         servers.stop_server(master)
-
-
-def answers(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-    try:
-        connection.request("GET", "/")
-        return connection.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
 
 
 def wait_serving(master: subprocess.Popen[bytes], port: int, workers: int,
@@ -362,21 +356,4 @@ def chart_data(points: list[Point]) -> dict[str, object]:
 
 
 def draw_chart(points: list[Point], output: Path) -> bool:
-    """Drawn by the peers' venv Python, which has matplotlib; a failure is only a warning."""
-    python = servers.peers_bin("python")
-    if not python.exists():
-        print("no curve chart: no peers venv", file=sys.stderr)
-        return False
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as source:
-        json.dump(chart_data(points), source)
-        source.flush()
-        try:
-            argv = [str(python), str(CHART_SCRIPT), source.name, str(output)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=CHART_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"no curve chart: drawing took over {CHART_TIMEOUT:.0f} s", file=sys.stderr)
-            return False
-    if done.returncode != 0:
-        print(f"no curve chart: {done.stderr.strip()[-300:]}", file=sys.stderr)
-        return False
-    return True
+    return run_chart_script(CHART_SCRIPT, chart_data(points), output, "curve chart")

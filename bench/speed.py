@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -51,6 +50,7 @@ from speed_servers import (
     cpu_ticks,
     free_port,
     rss_mib,
+    run_chart_script,
     wait_ready,
     worker_pids,
 )
@@ -73,7 +73,6 @@ from speed_wrk import (
 
 RESULTS = servers.BENCH / "results"
 CHART_SCRIPT = servers.BENCH / "speed_chart.py"
-CHART_TIMEOUT = 120.0
 SMOKE_SERVERS = ("unbroken-wsgi", "gunicorn-gthread", "unbroken-asgi", "uvicorn")
 # --goals: issue 15's items 3, 4 and 5, in the order they run.
 GOAL_RUNNERS: dict[str, goals.Runner] = {
@@ -433,30 +432,29 @@ RPS_BOUNDS = (
 )  # fmt: skip
 
 
-def path_goals(plan: Plan, tables: dict[str, dict[str, Row]]) -> list[goals.Goal]:
+def path_goals(tables: dict[str, dict[str, Row]]) -> list[goals.Goal]:
     """Items 1 (worker CPU per request) and 2 (req/s), from this run's rows.
 
     A goal is listed when its case and both servers were in the run; it is "not
     measured" when either row failed or does not measure the case (see its note).
     """
     found: list[goals.Goal] = []
-    for case_key, mine_key, peer_key in CPU_BOUNDS:
-        if (pair := _rows(tables, case_key, mine_key, peer_key)) is not None:
+    for item, bounds, at_most_peer in (("1 CPU per request", CPU_BOUNDS, True),
+                                       ("2 throughput", RPS_BOUNDS, False)):  # fmt: skip
+        for case_key, mine_key, peer_key in bounds:
+            if (pair := _rows(tables, case_key, mine_key, peer_key)) is None:
+                continue
             mine, peer = pair
             comparable = mine.comparable and peer.comparable
-            value, met = goals.at_most(mine.cpu, peer.cpu) if comparable else (None, None)
-            found.append(goals.Goal(
-                "1 CPU per request", f"{case_key}: {mine_key} ≤ {peer_key} (worker CPU-µs/req)",
-                f"{format_mib(mine.cpu)} vs {format_mib(peer.cpu)} µs", value, met))  # fmt: skip
-    for case_key, mine_key, peer_key in RPS_BOUNDS:
-        if (pair := _rows(tables, case_key, mine_key, peer_key)) is not None:
-            mine, peer = pair
-            comparable = mine.comparable and peer.comparable
-            # The ratio is the peer's req/s over unbroken's, so that ≤ 1.00 meets it here too.
-            value, met = goals.at_most(peer.rps, mine.rps) if comparable else (None, None)
-            found.append(goals.Goal(
-                "2 throughput", f"{case_key}: {mine_key} ≥ {peer_key} (req/s, ratio theirs ÷ ours)",
-                f"{format_rps(mine.rps)} vs {format_rps(peer.rps)} req/s", value, met))  # fmt: skip
+            if at_most_peer:  # CPU: ours over theirs
+                value, met = goals.at_most(mine.cpu, peer.cpu) if comparable else (None, None)
+                claim = f"{case_key}: {mine_key} ≤ {peer_key} (worker CPU-µs/req)"
+                figure = f"{format_mib(mine.cpu)} vs {format_mib(peer.cpu)} µs"
+            else:  # req/s: theirs over ours, so that ≤ 1.00 meets it here too
+                value, met = goals.at_most(peer.rps, mine.rps) if comparable else (None, None)
+                claim = f"{case_key}: {mine_key} ≥ {peer_key} (req/s, ratio theirs ÷ ours)"
+                figure = f"{format_rps(mine.rps)} vs {format_rps(peer.rps)} req/s"
+            found.append(goals.Goal(item, claim, figure, value, met))
     return found
 
 
@@ -488,7 +486,7 @@ def render(plan: Plan, cells: Cells, commands: dict[str, str], took: float,
         "— means not measured or not comparable (see the note). *RSS/worker*: mean VmRSS "
         "of the worker processes at the end of the run (shared pages included).",
         "",
-        *goals.render(path_goals(plan, tables) + goal_report.goals),
+        *goals.render(path_goals(tables) + goal_report.goals),
         *(render_summary(plan, tables) + render_cases(plan, tables) if plan.cases else []),
         *(["## Goals in detail", "", *goal_report.details] if goal_report.details else []),
         *machine,
@@ -646,25 +644,11 @@ def chart_data(plan: Plan, cells: Cells) -> dict[str, object]:
 
 
 def draw_chart(plan: Plan, cells: Cells, output: Path) -> bool:
-    """Draw with the peers' venv Python, which has matplotlib; a failure is only a warning."""
-    python = servers.peers_bin("python")
     data = chart_data(plan, cells)
-    if not data["panels"] or not python.exists():
-        print("no chart: no peers measured, or no peers venv", file=sys.stderr)
+    if not data["panels"]:
+        print("no chart: no peers measured", file=sys.stderr)
         return False
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as source:
-        json.dump(data, source)
-        source.flush()
-        try:
-            argv = [str(python), str(CHART_SCRIPT), source.name, str(output)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=CHART_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"no chart: drawing took over {CHART_TIMEOUT:.0f} s", file=sys.stderr)
-            return False
-    if done.returncode != 0:
-        print(f"no chart: {done.stderr.strip()[-300:]}", file=sys.stderr)
-        return False
-    return True
+    return run_chart_script(CHART_SCRIPT, data, output, "chart")
 
 
 if __name__ == "__main__":

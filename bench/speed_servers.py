@@ -10,10 +10,12 @@ from __future__ import annotations
 import http.client
 import importlib.metadata
 import importlib.util
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ APPS = servers.BENCH / "speed_apps"
 WORKERS = servers.WORKERS
 THREADS = servers.THREADS
 READY_TIMEOUT = 20.0
+CHART_TIMEOUT = 120.0
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts CPU time in these
 # A first answer means one worker is up; the others may still be importing the app.
 ALL_WORKERS_TIMEOUT = 5.0
@@ -192,7 +195,32 @@ def start(server: Server, programs: Programs, port: int, run_dir: Path,
         )  # fmt: skip
 
 
-def _answers(port: int) -> bool:
+def run_chart_script(script: Path, data: object, output: Path, what: str) -> bool:
+    """Run `script data.json output` with the peers' venv Python, which has matplotlib.
+
+    A chart is a by-product: any failure is a warning naming `what`, and False.
+    """
+    python = servers.peers_bin("python")
+    if not python.exists():
+        print(f"no {what}: no peers venv", file=sys.stderr)
+        return False
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as source:
+        json.dump(data, source)
+        source.flush()
+        try:
+            argv = [str(python), str(script), source.name, str(output)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=CHART_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"no {what}: drawing took over {CHART_TIMEOUT:.0f} s", file=sys.stderr)
+            return False
+    if done.returncode != 0:
+        print(f"no {what}: {done.stderr.strip()[-300:]}", file=sys.stderr)
+        return False
+    return True
+
+
+def answers(port: int) -> bool:
+    """Whether GET / on 127.0.0.1:`port` answers 200 within a second."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
     try:
         connection.request("GET", "/")
@@ -206,7 +234,7 @@ def _answers(port: int) -> bool:
 def wait_ready(master: subprocess.Popen[bytes], port: int, log: Path) -> str | None:
     """None once the app answers and every worker exists, else why not (bounded)."""
     deadline = time.monotonic() + READY_TIMEOUT
-    while not _answers(port):
+    while not answers(port):
         if master.poll() is not None:
             return f"exited {master.returncode} before answering: {last_line(log)}"
         if time.monotonic() > deadline:

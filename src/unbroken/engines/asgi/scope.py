@@ -26,6 +26,18 @@ def _address(address: Any) -> tuple[Any, ...] | None:
     return None
 
 
+def _path_fields(target: bytes) -> tuple[str, bytes, bytes]:
+    """`path` (percent-decoded, UTF-8 with surrogate escapes), `raw_path`, `query_string`."""
+    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path, encoding="utf-8", errors="surrogateescape")
+    return path, raw_path, query
+
+
 def _headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
     """The parser's own list (names already lowercased, made for this request alone)."""
     headers = exchange.head.headers
@@ -45,18 +57,11 @@ def connection_scope(kind: str, exchange: Exchange, scheme: str,
     head = exchange.head
     connection = exchange.connection
     forwarded = exchange.forwarded
-    target = head.target
-    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
-        raw_path, _, query = target.partition(b"?")
-    else:
-        raw_path, query = split_target(target)
+    path, raw_path, query = _path_fields(head.target)
     scheme = forwarded.scheme or scheme
     client = _address(connection.peername)
     if forwarded.client is not None:
         client = (forwarded.client, 0)
-    path = raw_path.decode("latin-1")
-    if "%" in path:
-        path = unquote(path, encoding="utf-8", errors="surrogateescape")
     return {
         "type": kind,
         "asgi": ASGI_VERSION,
@@ -88,14 +93,7 @@ def http_scope(exchange: Exchange, scheme: str, state: dict[str, Any]) -> dict[s
             "client": _address(connection.peername), "server": _address(connection.sockname),
         }  # fmt: skip
     head = exchange.head
-    target = head.target
-    if target[:1] == b"/":  # origin-form, the usual case: split_target inline
-        raw_path, _, query = target.partition(b"?")
-    else:
-        raw_path, query = split_target(target)
-    path = raw_path.decode("latin-1")
-    if "%" in path:
-        path = unquote(path, encoding="utf-8", errors="surrogateescape")
+    path, raw_path, query = _path_fields(head.target)
     scope = template.copy()
     scope["http_version"] = head.version
     scope["path"] = path
