@@ -19,10 +19,11 @@ Rules this module keeps:
 5. Nothing is refused from `on_header`: httptools calls it only when the next field
    starts, which llhttp reports early or late depending on where a `feed` ended. A
    field is judged when the head ends, a trailer when the message ends.
-6. One shortcut past llhttp: a whole HTTP/1.1 head made only of the plainest pieces (a
-   common method, an origin-form target of URI characters, token names, visible-ASCII
-   values, one Host, at most one plain Content-Length and nothing else that frames a
-   body, expects, upgrades or closes) is read by `_SIMPLE_HEAD` here, and its body, if
+6. One shortcut past llhttp: a whole HTTP/1.1 or 1.0 head made only of the plainest
+   pieces (a common method, an origin-form target of URI characters, token names,
+   visible-ASCII values, one Host (optional in 1.0), at most one plain Content-Length,
+   a Connection of exactly `close` or `keep-alive`, and nothing else that frames a
+   body, expects or upgrades) is read by `_SIMPLE_HEAD` here, and its body, if
    it has one, is counted off here too (Phase.PLAIN_BODY). Every such head is one
    llhttp accepts and every check of `on_headers_complete` passes but Host's and the
    declared size's, which are still made, so the events are the ones llhttp's path
@@ -64,7 +65,8 @@ _NOTED_FIELDS = rules.SINGLETON_FIELDS | FORWARDED_FIELDS | {
 # "/", "?" and "%" (no "#": a fragment is refused by rules.check_target); a value is
 # visible ASCII with inner spaces or tabs, its surrounding whitespace not its own.
 _SIMPLE_HEAD = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1\r\n"
+    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*)"
+    rb" HTTP/1\.([01])\r\n"
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*\r\n")
 _SIMPLE_FIELD = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[!-~]+(?:[ \t]+[!-~]+)*)?)[ \t]*\r\n")
@@ -280,7 +282,7 @@ class RequestParser:
             return False
         host: bytes | None = None
         length: int | None = None
-        forwarded = typed = False
+        forwarded = typed = closes = keeps = False
         headers = []
         for name, value in _SIMPLE_FIELD.findall(data, line_end + 2, stop - 2):
             name = name.lower()
@@ -294,26 +296,41 @@ class RequestParser:
                 elif name == b"content-length" and length is None and value.isdigit() and (
                         len(value) <= MAX_PLAIN_LENGTH_DIGITS):
                     length = int(value)
-                elif name != b"connection" or value.lower() != b"keep-alive":
+                elif name != b"connection":
                     return False  # framing, Expect, Upgrade, a repeat: llhttp's path judges
+                else:
+                    token = value.lower()
+                    if token == b"close":
+                        closes = True
+                    elif token == b"keep-alive":
+                        keeps = True
+                    else:
+                        return False  # a list, or Upgrade: llhttp's path reads the tokens
             headers.append((name, value))
-        if host is None:
+        http10 = match[3] == b"0"
+        if host is None and not http10:
             return False  # HTTP/1.1 requires Host: the full path says so
-        if host != self._valid_host:
+        # llhttp's should_keep_alive: 1.1 unless a close, 1.0 only with a keep-alive (a
+        # close beside it is not looked at).
+        keep_alive = keeps if http10 else not closes
+        if host is not None and host != self._valid_host:
             rules.check_host(host)
             self._valid_host = host
         limit = self._limits.max_body_size
         if length and limit is not None and length > limit:
             raise ContentTooLarge(f"declared body of {length} bytes over {limit}")
         self._heads_parsed += 1
-        head = RequestHead(match[1], match[2], "1.1", headers, True, False, length, False,
-                           None, forwarded, bool(length))  # fmt: skip
+        head = RequestHead(match[1], match[2], "1.0" if http10 else "1.1", headers, keep_alive,
+                           False, length, False, None, forwarded, bool(length))  # fmt: skip
         if length:
             self._events.append(head)
             self.phase = PLAIN_BODY
             self._m.remaining = length
+            self._m.keep_alive = keep_alive
         else:
             self._events += (head, MESSAGE_COMPLETE)
+            if not keep_alive:
+                self.phase = CLOSED
         return True
 
     def _feed_plain_body(self, data: bytes, start: int) -> int:
@@ -326,7 +343,7 @@ class RequestParser:
         self._events.append(BodyData(data if start == 0 and stop == end else data[start:stop]))
         if not message.remaining:
             self._events.append(MESSAGE_COMPLETE)
-            self.phase = HEAD
+            self.phase = HEAD if message.keep_alive else CLOSED
             self._m = MessageState()
         return stop
 

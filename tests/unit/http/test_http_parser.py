@@ -269,10 +269,23 @@ PLAIN_HEADS = [
     b"Connection: Keep-Alive\r\nContent-Type: text/plain\r\nUser-Agent: a b\t \r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
     b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    # Connection-per-request clients (wrk -H "Connection: close", nginx's default
+    # proxy_http_version 1.0): the bytes after such a message are ignored either way.
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: CLOSE\r\nConnection: keep-alive\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",  # Host is optional in 1.0
+    b"GET / HTTP/1.0\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
 ]
 NOT_PLAIN_HEADS = [
-    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",  # HTTP/1.0
-    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, te\r\n\r\n",  # a list of tokens
+    b"GET / HTTP/1.0\r\nHost: h\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: bad host\r\n\r\n",
+    b"POST / HTTP/1.0\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
     b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",  # a repeated Host: 400
     b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",  # no Host: 400
     b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n",  # a Host of the shortcut, refused all the same
@@ -299,6 +312,19 @@ def test_plain_heads_skip_llhttp(raw: bytes) -> None:
     parser._execute = None  # type: ignore[assignment,method-assign]  # must not be called
     events = parser.feed(raw)
     assert isinstance(events[0], RequestHead) and events[-1] == MESSAGE_COMPLETE
+
+
+@pytest.mark.parametrize("raw, keep_alive", [
+    (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", False),
+    (b"GET / HTTP/1.0\r\n\r\n", False),
+    (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True)])
+def test_the_shortcut_reads_whether_the_connection_stays(raw: bytes, keep_alive: bool) -> None:
+    """And after a message that closes, the next request's bytes give no events."""
+    events = RequestParser(LIMITS).feed(raw + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    head = events[0]
+    assert isinstance(head, RequestHead) and head.keep_alive is keep_alive
+    assert len(events) == (4 if keep_alive else 2)
 
 
 def test_a_plain_body_is_counted_off_as_it_comes_and_over_the_limit_refused() -> None:

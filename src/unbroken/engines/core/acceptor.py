@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 error_log = logging.getLogger("unbroken.error")
 
@@ -33,16 +34,33 @@ ACCEPTS_PER_WAKEUP = 1
 # little later. Without it, long keep-alive connections pile onto whichever worker
 # woke first and sit behind its busy threads while a sibling's threads idle.
 BUSY_ACCEPT_DELAY = 0.005
+# Addresses that accept on every local address: a connection's own local address
+# is then whichever the client dialled, so it must be asked of the connection.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def fixed_local_address(sockname: Any) -> Any | None:
+    """The local address every connection accepted on a listener bound to `sockname`
+    has (the listener's own), or None when each must be asked (a wildcard bind).
+
+    Why: asking costs a getsockname() per connection, one of the 14 syscalls a
+    connection-per-request client pays for; a concrete bind, the usual case behind
+    nginx, answers it once. A Unix socket's connections carry its path."""
+    if isinstance(sockname, tuple) and sockname and sockname[0] in WILDCARD_HOSTS:
+        return None
+    return sockname
 
 
 class Acceptor:
-    """Watches one listening socket and hands each accepted socket to `on_accepted`."""
+    """Watches one listening socket and hands each accepted socket to `on_accepted`,
+    with the peer's address (as accept() gave it) and the local one (None: ask the
+    socket; see `fixed_local_address`)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
-        on_accepted: Callable[[socket.socket], None],
+        on_accepted: Callable[[socket.socket, Any, Any | None], None],
         may_accept: Callable[[], bool],
         busy: Callable[[], bool] = lambda: False,
         refused: Callable[[], None] = lambda: None,
@@ -65,6 +83,7 @@ class Acceptor:
         # _accept() and these plain ints make the same socket object for less.
         self._family = int(listener.family)
         self._type = int(listener.type)
+        self._local = fixed_local_address(listener.getsockname())
 
     def resume(self) -> None:
         """Watch the socket again unless stopped for good or backing off."""
@@ -98,15 +117,16 @@ class Acceptor:
                 self._refused()
                 return
             try:
-                fd, _address = self._listener._accept()  # type: ignore[attr-defined]
+                fd, peer = self._listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return  # a sibling worker won the race
             except OSError as exc:
                 self._accept_failed(exc)
                 return
+            # Not made non-blocking here: connect_accepted_socket does that (asyncio
+            # and uvloop alike), and a second ioctl per connection buys nothing.
             connection = socket.socket(self._family, self._type, 0, fd)
-            connection.setblocking(False)
-            self._on_accepted(connection)
+            self._on_accepted(connection, peer, self._local)
 
     def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in RESOURCE_ERRNOS:

@@ -110,7 +110,11 @@ class Timer(Protocol):
 class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
     """One client connection: parse, dispatch in order, write, time out."""
 
-    def __init__(self, server: ConnectionServer) -> None:
+    def __init__(self, server: ConnectionServer, peername: Any = None,
+                 sockname: Any = None) -> None:
+        """`peername` and `sockname`, when the acceptor knows them (accept() returns the
+        peer; a concrete bind fixes the local address), spare connection_made two
+        syscalls; None means ask the transport."""
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = RequestParser(server.parser_limits)
@@ -144,8 +148,8 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
         self._eof = False
         self.upgraded: UpgradedStream | None = None
         # The client: the socket's peer, or the source a PROXY header announced.
-        self.peername: Any = None
-        self.sockname: Any = None
+        self.peername: Any = peername
+        self.sockname: Any = sockname
         self.trusts_forwarded = False
         # What the engine keeps for every request of this connection (the WSGI environ's
         # constant part), made at the first request: addresses and trust are known by then.
@@ -198,8 +202,10 @@ class HTTPConnection(Pipeline, Timers, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only duck-alike.
         self.transport = transport = cast(asyncio.Transport, transport)
-        self.peername = transport.get_extra_info("peername")
-        self.sockname = transport.get_extra_info("sockname")
+        if self.peername is None:
+            self.peername = transport.get_extra_info("peername")
+        if self.sockname is None:
+            self.sockname = transport.get_extra_info("sockname")
         self._opened_at = self._clock.time()
         self.server.connection_opened(self)
         self._arm(self.server.settings.header_timeout, self.close)

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from unbroken.engines import EngineSettings
 from unbroken.engines.core.acceptor import Acceptor
@@ -153,10 +154,11 @@ class ConnectionServer:
         return (not self.draining and not self.parked
                 and self._accepted < self.settings.max_connections)
 
-    def _accepted_socket(self, sock: socket.socket) -> None:
+    def _accepted_socket(self, sock: socket.socket, peer: Any = None,
+                         local: Any = None) -> None:
         self._accepted += 1
         self._adopting.add(sock)
-        task = self.loop.create_task(self._adopt(sock))
+        task = self.loop.create_task(self._adopt(sock, peer, local))
         task.add_done_callback(_consume_result)
 
     def _refused(self) -> None:
@@ -205,17 +207,18 @@ class ConnectionServer:
                 found.append((fd, connection))
         return [(fd, connection) for fd, connection in found if fd >= 0]
 
-    async def _adopt(self, sock: socket.socket) -> None:
+    async def _adopt(self, sock: socket.socket, peer: Any, local: Any) -> None:
         # With TLS the handshake runs first, under header_timeout (a slowloris may
         # stall it as well as a head). A failed or timed-out handshake is a
         # client's problem: asyncio and uvloop raise an OSError (ssl.SSLError,
         # ConnectionResetError, TimeoutError) and the socket is simply released.
         try:
             if self.tls is None:
-                await self.loop.connect_accepted_socket(lambda: HTTPConnection(self), sock)
+                await self.loop.connect_accepted_socket(
+                    lambda: HTTPConnection(self, peer, local), sock)
             else:
                 await self.loop.connect_accepted_socket(
-                    lambda: HTTPConnection(self), sock, ssl=self.tls,
+                    lambda: HTTPConnection(self, peer, local), sock, ssl=self.tls,
                     ssl_handshake_timeout=self.settings.header_timeout)
         except OSError:
             sock.close()

@@ -1,15 +1,17 @@
-"""The accept loop on a real listening socket: one connection per wake-up, and a busy
-worker steps back BUSY_ACCEPT_DELAY so an idle sibling can take the connection."""
+"""The accept loop on a real listening socket: one connection per wake-up, a busy
+worker steps back BUSY_ACCEPT_DELAY so an idle sibling can take the connection, and
+each connection comes with the addresses the socket itself would give."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
+from typing import Any
 
 import pytest
 
-from unbroken.engines.core.acceptor import BUSY_ACCEPT_DELAY, Acceptor
+from unbroken.engines.core.acceptor import BUSY_ACCEPT_DELAY, Acceptor, fixed_local_address
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -23,7 +25,7 @@ def accept_times(busy: bool, clients: int) -> list[float]:
     accepted: list[float] = []
     sockets: list[socket.socket] = []
 
-    def on_accepted(connection: socket.socket) -> None:
+    def on_accepted(connection: socket.socket, _peer: Any, _local: Any) -> None:
         accepted.append(time.monotonic())
         sockets.append(connection)
 
@@ -53,3 +55,62 @@ def test_a_busy_worker_still_accepts_but_only_after_the_delay() -> None:
     assert len(times) == 2  # deferred, never starved
     # A timer cannot fire early (1 ms of slack for the loop's clock resolution).
     assert min(times) >= BUSY_ACCEPT_DELAY - 0.001
+
+
+def accepted_addresses(family: socket.AddressFamily, bind: Any) -> tuple[Any, Any, Any, Any]:
+    """What the acceptor hands over for one connection (peer, local), and what the
+    accepted socket itself answers (getpeername, getsockname)."""
+    loop = asyncio.new_event_loop()
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind(bind)
+    listener.listen(4)
+    handed: list[tuple[socket.socket, Any, Any]] = []
+    acceptor = Acceptor(loop, listener, lambda sock, peer, local: handed.append(
+        (sock, peer, local)), lambda: True)
+    acceptor.resume()
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    target = listener.getsockname() if family == socket.AF_UNIX else (
+        host, listener.getsockname()[1])
+    client = socket.socket(family, socket.SOCK_STREAM)
+    client.connect(target)
+    try:
+        deadline = time.monotonic() + 2
+        while not handed and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.001))
+        sock, peer, local = handed[0]
+        try:
+            return peer, local, sock.getpeername(), sock.getsockname()
+        finally:
+            sock.close()
+    finally:
+        acceptor.stop()
+        client.close()
+        listener.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("family, bind", [
+    (socket.AF_INET, ("127.0.0.1", 0)), (socket.AF_INET6, ("::1", 0)),
+    (socket.AF_UNIX, "\0unbroken-test-acceptor-addresses")])
+def test_a_concrete_bind_hands_over_the_addresses_the_socket_gives(
+        family: socket.AddressFamily, bind: Any) -> None:
+    peer, local, real_peer, real_local = accepted_addresses(family, bind)
+    assert peer == real_peer
+    assert local == real_local
+
+
+@pytest.mark.parametrize("family, bind", [
+    (socket.AF_INET, ("0.0.0.0", 0)), (socket.AF_INET6, ("::", 0))])
+def test_a_wildcard_bind_leaves_the_local_address_to_be_asked(
+        family: socket.AddressFamily, bind: Any) -> None:
+    peer, local, real_peer, _real_local = accepted_addresses(family, bind)
+    assert peer == real_peer
+    assert local is None  # which local address the client dialled is the socket's to say
+
+
+def test_fixed_local_address_is_the_listener_s_own_unless_a_wildcard() -> None:
+    assert fixed_local_address(("127.0.0.1", 8000)) == ("127.0.0.1", 8000)
+    assert fixed_local_address(("::1", 8000, 0, 0)) == ("::1", 8000, 0, 0)
+    assert fixed_local_address("/run/app.sock") == "/run/app.sock"
+    assert fixed_local_address(("0.0.0.0", 8000)) is None
+    assert fixed_local_address(("::", 8000, 0, 0)) is None
