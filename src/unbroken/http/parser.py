@@ -171,7 +171,9 @@ class RequestParser:
         self._limits = limits
         self._whole_head_limit = min(limits.request_line, limits.field_size, limits.header_block)
         self._whole_head_lines = limits.fields + 2  # the request line and the blank line
-        self._http = httptools.HttpRequestParser(self)
+        # llhttp's parser, made when a head first needs it (rule 6): a connection whose
+        # every head takes the shortcut (one request, Connection: close) never does.
+        self._http: httptools.HttpRequestParser | None = None
         self.phase = HEAD
         self._events: list[Event] = []
         self._heads_parsed = 0
@@ -206,11 +208,14 @@ class RequestParser:
         """Give llhttp `data[start:stop]`, translating its errors into ours."""
         if stop <= start:
             return
+        http = self._http
+        if http is None:
+            http = self._http = httptools.HttpRequestParser(self)
         try:
             if start == 0 and stop == len(data):
-                self._http.feed_data(data)
+                http.feed_data(data)
             else:
-                self._http.feed_data(memoryview(data)[start:stop])
+                http.feed_data(memoryview(data)[start:stop])
         except httptools.HttpParserUpgrade:
             # CONNECT or Upgrade: we never switch protocols, so the message ends
             # here and the connection closes after the response (see on_headers_complete).
@@ -614,6 +619,7 @@ class RequestParser:
         message.head_done = True
         self._heads_parsed += 1
         http = self._http
+        assert http is not None  # llhttp calls this, so it was made
         method: bytes = http.get_method()
         target = message.target[0] if len(message.target) == 1 else b"".join(message.target)
         version: str = http.get_http_version()
