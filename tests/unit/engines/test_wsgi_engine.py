@@ -14,6 +14,8 @@ import pytest
 from waiting import wait_until
 from wsgi_harness import is_closed, read_response, serve
 
+from unbroken.engines.core import acceptor
+
 pytestmark = pytest.mark.timeout(10)
 
 
@@ -607,6 +609,44 @@ def test_one_thread_serves_one_request_at_a_time_in_order() -> None:
     assert most[0] == 1
     assert not where["/post"].startswith("unbroken-wsgi")
     assert not where["/three"].startswith("unbroken-wsgi")
+
+
+def test_a_busy_worker_takes_a_waiting_connection_once_a_thread_frees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With requests waiting for its threads a worker steps back before accepting, so
+    an idle sibling takes the connection; with none, it takes it as soon as a request
+    ends, not when the (here: a minute's) delay runs out."""
+    monkeypatch.setattr(acceptor, "BUSY_ACCEPT_DELAY", 60.0)
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(5)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    with serve(app, threads=2) as server:
+        slow = [server.connect() for _ in range(3)]
+        late = None
+        try:
+            for client in slow:
+                client.sendall(get("/slow"))
+            wait_until(lambda: server.engine.in_flight == 3, timeout=2,
+                       message="three requests for two threads")
+            late = server.connect()
+            late.sendall(get("/late"))
+            acceptors = server.engine._server._acceptors
+            wait_until(lambda: acceptors[0]._busy_wait is not None, timeout=2,
+                       message="the acceptor stepping back")
+            release.set()
+            assert read_response(late)[0] == 200
+            assert all(read_response(client)[0] == 200 for client in slow)
+        finally:
+            release.set()
+            for client in [*slow, late]:
+                if client is not None:
+                    client.close()
 
 
 def test_a_request_restarts_the_idle_timeout() -> None:

@@ -247,6 +247,9 @@ class ConnectionServer:
 
     def exchange_ended(self, exchange: Exchange, *, served: bool) -> None:
         self.in_flight -= 1
+        if self.in_flight == self.capacity:  # busy no longer: connections may come
+            for acceptor in self._acceptors:
+                acceptor.room()
         if served:
             self.requests_served += 1
             plan = exchange.plan

@@ -1,6 +1,7 @@
 """The accept loop on a real listening socket: one connection per wake-up, a busy
-worker steps back BUSY_ACCEPT_DELAY so an idle sibling can take the connection, and
-each connection comes with the addresses the socket itself would give."""
+worker steps back BUSY_ACCEPT_DELAY (or until it has room) so an idle sibling can take
+the connection, and each connection comes with the addresses the socket itself would
+give."""
 
 from __future__ import annotations
 
@@ -55,6 +56,78 @@ def test_a_busy_worker_still_accepts_but_only_after_the_delay() -> None:
     assert len(times) == 2  # deferred, never starved
     # A timer cannot fire early (1 ms of slack for the loop's clock resolution).
     assert min(times) >= BUSY_ACCEPT_DELAY - 0.001
+
+
+def test_room_ends_the_busy_wait_at_once() -> None:
+    """A busy worker waiting out the delay takes the connection as soon as it is told
+    it has room, not when the delay ends (waiting it out for every connection capped a
+    busy worker at one accept per BUSY_ACCEPT_DELAY)."""
+    loop = asyncio.new_event_loop()
+    waits: list[asyncio.TimerHandle] = []
+    call_later = loop.call_later
+
+    def noting(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = call_later(delay, callback, *args)
+        if delay == BUSY_ACCEPT_DELAY:
+            waits.append(handle)
+        return handle
+
+    loop.call_later = noting  # type: ignore[method-assign]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    busy = [True]
+    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
+                        lambda: True, lambda: busy[0])
+    acceptor.resume()
+    peer = socket.create_connection(listener.getsockname())
+    try:
+        deadline = time.monotonic() + 2
+        while not waits and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0))
+        assert len(waits) == 1 and not accepted
+        busy[0] = False
+        acceptor.room()
+        while not accepted and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0))
+        assert len(accepted) == 1
+        assert waits[0].cancelled()  # taken on room, not when the delay ran out
+    finally:
+        acceptor.stop()
+        for each in [peer, *accepted]:
+            each.close()
+        listener.close()
+        loop.close()
+
+
+def test_a_paused_acceptor_does_not_come_back_when_its_busy_wait_ends() -> None:
+    """Parking pauses the acceptor; a busy wait under way must not resume it."""
+    loop = asyncio.new_event_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
+                        lambda: True, lambda: True)
+    acceptor.resume()
+    peer = socket.create_connection(listener.getsockname())
+    try:
+        loop.run_until_complete(asyncio.sleep(0.001))  # the busy wait begins
+        acceptor.pause()
+        loop.run_until_complete(asyncio.sleep(BUSY_ACCEPT_DELAY * 4))
+        assert not accepted
+        acceptor.resume()
+        deadline = time.monotonic() + 2
+        while not accepted and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.001))
+        assert len(accepted) == 1
+    finally:
+        acceptor.stop()
+        for each in [peer, *accepted]:
+            each.close()
+        listener.close()
+        loop.close()
 
 
 def accepted_addresses(family: socket.AddressFamily, bind: Any) -> tuple[Any, Any, Any, Any]:
