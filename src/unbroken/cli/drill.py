@@ -1,22 +1,23 @@
-"""`unbroken drill`: its flags, and its printout; the work is in `unbroken.drill`."""
+"""`unbroken drill`: its flags, and its printout; the work is in `unbroken.drill`.
+
+`unbroken.drill` (its load generator, analysis and report, with http.client and the
+email parser under them) is imported only when a drill runs: every command's parser
+is built from this module, and `unbroken reload`, started beside the workers it
+reloads, would otherwise spend some 50 ms of CPU importing what it never uses.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unbroken.cli.parser import Parser
-from unbroken.drill.analysis import text_report
-from unbroken.drill.html import render
-from unbroken.drill.run import (
-    DrillError,
-    DrillOptions,
-    describe_target,
-    report_path,
-    run_drill,
-)
 from unbroken.sockets import AddressError, TCPAddress, parse_address
+
+if TYPE_CHECKING:
+    from unbroken.drill.run import DrillOptions
 
 
 def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -51,6 +52,8 @@ def _target(text: str | None) -> tuple[str, int] | None:
 
 
 def options_from(arguments: argparse.Namespace) -> DrillOptions:
+    from unbroken.drill.run import DrillError, DrillOptions
+
     if arguments.clients < 1 or arguments.duration <= 0 or arguments.reloads < 0 \
             or arguments.workers < 1 or arguments.timeout <= 0:
         raise DrillError("--clients, --duration, --workers, --timeout must be > 0, "
@@ -63,6 +66,10 @@ def options_from(arguments: argparse.Namespace) -> DrillOptions:
 
 def drill(arguments: argparse.Namespace) -> int:
     """Run, print, write the report; 0 only if the drill passed."""
+    from unbroken.drill.analysis import text_report
+    from unbroken.drill.html import render
+    from unbroken.drill.run import DrillError, describe_target, report_path, run_drill
+
     options = options_from(arguments)
 
     def say(line: str) -> None:
