@@ -97,6 +97,9 @@ class Outcome:
     failures: str = "—"
     split: str = "—"  # failures of keep-alive clients / of connection-per-request clients
     steady_p99: float | None = None
+    # The steady load's max over as long a stretch as the reload's window, or all of it
+    # if shorter: what the max would be with no reload, the floor the goal is judged on.
+    steady_max: float | None = None
     window_p99: float | None = None
     window_max: float | None = None
     max_at: float | None = None  # when the slowest of those started, after the trigger
@@ -227,6 +230,14 @@ def steady_p99(fast: list[Sample], begin: float, trigger: float) -> float | None
     return summarize(steady).p99 if steady else None
 
 
+def steady_max(fast: list[Sample], begin: float, trigger: float, length: float) -> float | None:
+    """Max latency of fast requests in the last `length` seconds before the trigger
+    (from `begin` at the earliest), started and ended there."""
+    since = max(begin, trigger - length)
+    steady = [s.latency for s in fast if s.start >= since and s.start + s.latency < trigger]
+    return max(steady) if steady else None
+
+
 def slowest_start(fast: list[Sample], trigger: float, window_end: float) -> float | None:
     """When the slowest fast request in flight during the reload started, after the trigger."""
     in_flight = [s for s in fast if s.start <= window_end and s.start + s.latency >= trigger]
@@ -324,6 +335,7 @@ def measure_reload(
         split=f"{summarize(samples.keep_alive).failures} / "
         f"{summarize(samples.new_connection).failures}",
         steady_p99=steady_p99(fast, steady_begin, trigger),
+        steady_max=steady_max(fast, steady_begin, trigger, window_end - trigger),
         window_p99=in_window.p99, window_max=in_window.max,
         max_at=slowest_start(fast, trigger, window_end),
         dip=throughput_dip(fast, steady_begin, trigger, window_end, run.stopped),

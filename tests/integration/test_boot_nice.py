@@ -104,6 +104,35 @@ runpy.run_module("unbroken.worker", run_name="__main__")
 '''
 
 
+def test_the_master_nices_a_worker_before_its_interpreter_starts(tmp_path: Path) -> None:
+    # The worker's interpreter is a wrapper (--python) that notes its nice before it
+    # execs Python: that is the nice the interpreter starts at. It waits a moment
+    # first, as the interpreter's own start would, for the master's setpriority.
+    record = tmp_path / "interpreter"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nsleep 0.2\nnice >> {record}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    (tmp_path / "app.py").write_text(APP.format(record=str(tmp_path / "imports")))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    process = _start(tmp_path, listener, "--python", str(wrapper))
+    try:
+        port = listener.getsockname()[1]
+        first = wait_until(lambda: _served(port), timeout=20, message="a first answer")
+        assert call(str(tmp_path / "ctl.sock"), "reload", timeout=60).ok
+        answer = wait_until(lambda: (a := _served(port)) and a["pid"] != first["pid"] and a,
+                            timeout=20, message="an answer from the reloaded worker")
+        # The first start is not niced (no worker serves yet); the reload's worker is,
+        # from before its interpreter ran, and serves at the master's nice.
+        assert record.read_text().split() == [str(MASTER_NICE), str(MASTER_NICE + 10)]
+        threads = answer["threads"]
+        assert isinstance(threads, dict) and set(threads.values()) == {MASTER_NICE}, threads
+    finally:
+        stop_process(process)
+        listener.close()
+
+
 @pytest.mark.parametrize(("boot_nice", "expected"), [(5, 5), (0, 0)])
 def test_the_nice_is_raised_before_the_worker_s_own_imports(boot_nice: int,
                                                             expected: int) -> None:
@@ -118,3 +147,14 @@ def test_the_nice_is_raised_before_the_worker_s_own_imports(boot_nice: int,
     seen = json.loads(done.stdout)
     assert seen == {"nice": expected, "asyncio_loaded": False,
                     "restores_to": 0 if boot_nice else None}
+
+
+def test_a_worker_the_master_niced_goes_back_to_the_master_s_nice() -> None:
+    # Started at nice 7 by a master at nice 0 (niced_from): the worker does not nice
+    # itself further, and restores to 0, not to the 7 it found.
+    spec = json.dumps({"worker_class": "sync", "boot_nice": 10, "niced_from": 0})
+    done = subprocess.run([sys.executable, "-c", STAND_IN], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "UNBROKEN_WORKER": spec},
+                          preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 7))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"nice": 7, "asyncio_loaded": False, "restores_to": 0}

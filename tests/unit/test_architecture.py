@@ -10,8 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "unbroken"
 DOC = ROOT / "docs" / "architecture.md"
-# What the master may take from worker/: its spec, nothing that imports an engine.
-MASTER_MAY_USE_OF_WORKER = {"unbroken.worker.spec"}
+# What the master may take from worker/: its spec and the boot nice's rules, nothing
+# that imports an engine.
+MASTER_MAY_USE_OF_WORKER = {"unbroken.worker.spec", "unbroken.worker.priority"}
 
 
 def _rules() -> dict[str, set[str]]:
@@ -69,7 +70,8 @@ def test_no_part_imports_what_the_table_does_not_allow() -> None:
                 wrong.append(f"{relative}: {module}")
             elif part == "master" and target == "worker" and module not in \
                     MASTER_MAY_USE_OF_WORKER:
-                wrong.append(f"{relative}: {module} (the master keeps to worker/spec.py)")
+                wrong.append(f"{relative}: {module} (the master keeps to worker/spec.py "
+                             "and priority.py)")
     assert wrong == [], "\n".join(wrong)
 
 

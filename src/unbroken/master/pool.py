@@ -33,6 +33,7 @@ from unbroken.messages import (
     WorkerExit,
 )
 from unbroken.rollout.lifecycle import KillReason, WorkerEvent, WorkerState, transition
+from unbroken.worker.priority import nice_started, planned_boot_nice
 from unbroken.worker.spec import ENV_KEY, WorkerSpec
 
 log = logging.getLogger("unbroken.master")
@@ -146,11 +147,19 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     """Start one Python worker of `generation`; it reports back over a socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fds = tuple(sock.fileno() for sock in listeners)
-    spec = dataclasses.replace(spec, listeners=fds, channel=theirs.fileno(), worker=worker_id,
-                               generation=generation.number, master_pid=os.getpid())
+    # A worker keeping the master's identity is niced from its first instruction
+    # (worker/priority.py rule 4); one dropped to --user nices itself.
+    keeps_identity = generation.user is None and generation.group is None
+    target = planned_boot_nice(spec.boot_nice) if keeps_identity else None
+    spec = dataclasses.replace(
+        spec, listeners=fds, channel=theirs.fileno(), worker=worker_id,
+        generation=generation.number, master_pid=os.getpid(),
+        niced_from=None if target is None else os.getpriority(os.PRIO_PROCESS, 0))
     try:
         process = _popen([generation.python, "-m", "unbroken.worker"], generation,
                          {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()), output)
+        if target is not None:
+            nice_started(process.pid, target)
     except BaseException:
         ours.close()
         raise

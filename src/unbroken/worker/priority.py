@@ -14,17 +14,23 @@ Rules this module keeps:
    (setpriority(2)). Without either, a worker that niced itself would serve at the
    boot nice for good: worse than not trying. So the worker boots at normal priority.
 2. The decision is `boot_nice`, a pure function of what the process can do; the
-   system calls (`lower_for_boot`, `BootPriority.restore`) only carry it out.
+   system calls (`planned_boot_nice`, `nice_started`, `lower_for_boot`,
+   `BootPriority.restore`) only carry it out.
 3. Restore every thread. On Linux the nice value belongs to each thread, and a thread
    inherits its creator's: threads the app started while importing were born niced.
    So the restore walks /proc/self/task, not only the calling thread.
+4. Nice the interpreter's start too. The master raises a new worker's nice as soon as
+   `Popen` returns (`nice_started`), so the interpreter's own start (20-80 ms of CPU,
+   two of them at once in a reload of two workers, where the bench's spike was) is
+   niced too; the worker is told the master's nice (`WorkerSpec.niced_from`) to go
+   back to. The master does so only for a worker that keeps its identity: one it drops
+   to --user/--group loses the master's CAP_SYS_NICE and judges rule 1 for itself, in
+   `python -m unbroken.worker`'s first lines, before its own imports (about 70 ms of
+   CPU here), as every worker does when the master's nice did not take.
 
-The nice is raised in `python -m unbroken.worker`'s first lines, before the worker's
-own imports (about 70 ms of CPU here). Not covered: the interpreter's own start (some
-20-30 ms) is at the parent's nice, and `--cmd` programs are not niced (they are
-not our code). Niceness weighs tasks against each other inside one CPU cgroup; a
-service whose booting and serving workers sit in the same cgroup (the usual systemd
-unit) gets the full effect (docs/reloads.md).
+`--cmd` programs are not niced (they are not our code). Niceness weighs tasks against
+each other inside one CPU cgroup; a service whose booting and serving workers sit in
+the same cgroup (the usual systemd unit) gets the full effect (docs/reloads.md).
 """
 
 from __future__ import annotations
@@ -103,9 +109,31 @@ def _capable_of_sys_nice() -> bool:
     return os.geteuid() == 0
 
 
-def lower_for_boot(requested: int) -> BootPriority | None:
-    """Raise this (still single-threaded) worker's nice for its boot, if it can be undone."""
+def planned_boot_nice(requested: int) -> int | None:
+    """The nice a worker this process starts (keeping its identity) should boot at."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return boot_nice(requested, current, soft, _capable_of_sys_nice())
+
+
+def nice_started(pid: int, target: int) -> None:
+    """Raise a just-started child's nice; if that fails it nices itself (rule 4)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, target)
+    except OSError as error:
+        log.debug("cannot nice worker %d for its boot: %s", pid, error)
+
+
+def lower_for_boot(requested: int, niced_from: int | None = None) -> BootPriority | None:
+    """Raise this (still single-threaded) worker's nice for its boot, if it can be undone.
+
+    `niced_from`: the master's nice, when the master set out to nice this worker itself;
+    a nice above it is the master's doing (a child starts at its parent's), and the
+    worker goes back to the master's nice at Ready.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if niced_from is not None and current > niced_from:
+        return BootPriority(boot=current, restore_to=niced_from)
     soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
     target = boot_nice(requested, current, soft, _capable_of_sys_nice())
     if target is None:

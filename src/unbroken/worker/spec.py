@@ -70,6 +70,9 @@ class WorkerSpec:
     loop: str = "auto"  # --loop: auto, asyncio or uvloop
     request_timeout: float = 0.0  # 0: off (worker/request_timeout.py)
     boot_nice: int = 0  # --boot-nice: nice levels lower while booting (worker/priority.py)
+    # The master's nice, when the master nices the worker from its start (priority.py
+    # rule 4): the nice to go back to at Ready.
+    niced_from: int | None = None
     log_level: str = "info"
     engine: EngineSettings = field(default_factory=EngineSettings)
     master_pid: int = 0  # the worker's parent; another parent means the master died
