@@ -82,6 +82,7 @@ class Acceptor:
         self._deferred = False  # this wake-up already waited BUSY_ACCEPT_DELAY
         self._busy_wait: asyncio.TimerHandle | None = None
         self._watching = False
+        self._held = False  # paused by the server: only `resume` watches again
         self._stopped = False
         self._backoff: asyncio.TimerHandle | None = None
         # Non-blocking is a flag on the shared open file description; the master
@@ -94,22 +95,15 @@ class Acceptor:
         self._local = fixed_local_address(listener.getsockname())
 
     def resume(self) -> None:
-        """Watch the socket again unless stopped for good or backing off."""
-        if (self._watching or self._stopped or self._backoff is not None
-                or self._busy_wait is not None):
-            return
-        self._loop.add_reader(self._listener.fileno(), self._accept_ready)
-        self._watching = True
+        """Watch the socket again, or once a wait under way (back-off, busy) ends;
+        never once stopped for good."""
+        self._held = False
+        self._watch()
 
     def pause(self) -> None:
-        """Stop watching until `resume` (a busy wait under way is called off too, so
-        it does not resume by itself)."""
-        if self._busy_wait is not None:
-            self._busy_wait.cancel()
-            self._busy_wait = None
-        if self._watching:
-            self._loop.remove_reader(self._listener.fileno())
-            self._watching = False
+        """Stop watching until `resume`: no wait under way ends it by itself."""
+        self._held = True
+        self._unwatch()
 
     def stop(self) -> None:
         """Stop for good (drain). The listening socket itself is left open."""
@@ -118,6 +112,21 @@ class Acceptor:
         if self._backoff is not None:
             self._backoff.cancel()
             self._backoff = None
+        if self._busy_wait is not None:
+            self._busy_wait.cancel()
+            self._busy_wait = None
+
+    def _watch(self) -> None:
+        if (self._watching or self._stopped or self._held or self._backoff is not None
+                or self._busy_wait is not None):
+            return
+        self._loop.add_reader(self._listener.fileno(), self._accept_ready)
+        self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._listener.fileno())
+            self._watching = False
 
     def room(self) -> None:
         """The worker is no longer busy: a connection waiting out the busy delay is
@@ -125,11 +134,11 @@ class Acceptor:
         if self._busy_wait is not None:
             self._busy_wait.cancel()
             self._busy_wait = None
-            self.resume()
+            self._watch()
 
     def _accept_ready(self) -> None:
         if self._busy() and not self._deferred:
-            self.pause()
+            self._unwatch()
             self._busy_wait = self._loop.call_later(BUSY_ACCEPT_DELAY, self._end_delay)
             return
         self._deferred = False
@@ -155,19 +164,19 @@ class Acceptor:
             error_log.warning(
                 "accept() failed (%s); pausing %.1fs", exc.strerror, RESOURCE_BACKOFF_TIMEOUT
             )
-            self.pause()
+            self._unwatch()
             self._backoff = self._loop.call_later(RESOURCE_BACKOFF_TIMEOUT, self._end_backoff)
         elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
             error_log.error("accept() failed: %s", exc)
             # Unknown errors are retried too; a tight loop is avoided by the backoff.
-            self.pause()
+            self._unwatch()
             self._backoff = self._loop.call_later(RESOURCE_BACKOFF_TIMEOUT, self._end_backoff)
 
     def _end_backoff(self) -> None:
         self._backoff = None
-        self.resume()
+        self._watch()
 
     def _end_delay(self) -> None:
         self._busy_wait = None
         self._deferred = True  # the next wake-up accepts, busy or not
-        self.resume()
+        self._watch()

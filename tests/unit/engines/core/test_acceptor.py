@@ -6,12 +6,14 @@ give."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from typing import Any
 
 import pytest
 
+from unbroken.engines.core import acceptor as acceptor_module
 from unbroken.engines.core.acceptor import BUSY_ACCEPT_DELAY, Acceptor, fixed_local_address
 
 pytestmark = pytest.mark.timeout(10)
@@ -119,6 +121,53 @@ def test_a_paused_acceptor_does_not_come_back_when_its_busy_wait_ends() -> None:
         assert not accepted
         acceptor.resume()
         deadline = time.monotonic() + 2
+        while not accepted and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.001))
+        assert len(accepted) == 1
+    finally:
+        acceptor.stop()
+        for each in [peer, *accepted]:
+            each.close()
+        listener.close()
+        loop.close()
+
+
+class OutOfDescriptorsOnce(socket.socket):
+    """A listener whose first accept() fails as a process out of descriptors would."""
+
+    failed = False
+
+    def _accept(self) -> Any:
+        if not OutOfDescriptorsOnce.failed:
+            OutOfDescriptorsOnce.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super()._accept()  # type: ignore[misc]
+
+
+def test_a_paused_acceptor_does_not_come_back_when_its_back_off_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of descriptors, the acceptor backs off; parked meanwhile, the back-off's end
+    must not resume it; resumed, it accepts once the back-off is over."""
+    monkeypatch.setattr(acceptor_module, "RESOURCE_BACKOFF_TIMEOUT", 0.02)
+    loop = asyncio.new_event_loop()
+    listener = OutOfDescriptorsOnce()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
+                        lambda: True, lambda: False)
+    acceptor.resume()
+    peer = socket.create_connection(listener.getsockname())
+    try:
+        deadline = time.monotonic() + 2
+        while not OutOfDescriptorsOnce.failed and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.001))
+        assert OutOfDescriptorsOnce.failed and not accepted
+        acceptor.pause()
+        loop.run_until_complete(asyncio.sleep(0.1))  # the back-off ends meanwhile
+        assert not accepted
+        acceptor.resume()
         while not accepted and time.monotonic() < deadline:
             loop.run_until_complete(asyncio.sleep(0.001))
         assert len(accepted) == 1
