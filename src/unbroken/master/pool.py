@@ -150,16 +150,16 @@ def spawn(worker_id: int, generation: Generation, listeners: list[socket.socket]
     # A worker keeping the master's identity is niced from its first instruction
     # (worker/priority.py rule 4); one dropped to --user nices itself.
     keeps_identity = generation.user is None and generation.group is None
-    target = planned_boot_nice(spec.boot_nice) if keeps_identity else None
+    plan = planned_boot_nice(spec.boot_nice) if keeps_identity else None
     spec = dataclasses.replace(
         spec, listeners=fds, channel=theirs.fileno(), worker=worker_id,
         generation=generation.number, master_pid=os.getpid(),
-        niced_from=None if target is None else os.getpriority(os.PRIO_PROCESS, 0))
+        niced_from=None if plan is None else plan.restore_to)
     try:
         process = _popen([generation.python, "-m", "unbroken.worker"], generation,
                          {ENV_KEY: spec.to_env()}, (*fds, theirs.fileno()), output)
-        if target is not None:
-            nice_started(process.pid, target)
+        if plan is not None:
+            nice_started(process.pid, plan)
     except BaseException:
         ours.close()
         raise

@@ -109,17 +109,19 @@ def _capable_of_sys_nice() -> bool:
     return os.geteuid() == 0
 
 
-def planned_boot_nice(requested: int) -> int | None:
-    """The nice a worker this process starts (keeping its identity) should boot at."""
+def planned_boot_nice(requested: int) -> BootPriority | None:
+    """The boot nice for a process at this one's nice, limits and capabilities (this
+    worker, or one this process starts keeping its identity), and what it goes back to."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
     soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    return boot_nice(requested, current, soft, _capable_of_sys_nice())
+    target = boot_nice(requested, current, soft, _capable_of_sys_nice())
+    return None if target is None else BootPriority(boot=target, restore_to=current)
 
 
-def nice_started(pid: int, target: int) -> None:
+def nice_started(pid: int, plan: BootPriority) -> None:
     """Raise a just-started child's nice; if that fails it nices itself (rule 4)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, target)
+        os.setpriority(os.PRIO_PROCESS, pid, plan.boot)
     except OSError as error:
         log.debug("cannot nice worker %d for its boot: %s", pid, error)
 
@@ -134,12 +136,11 @@ def lower_for_boot(requested: int, niced_from: int | None = None) -> BootPriorit
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if niced_from is not None and current > niced_from:
         return BootPriority(boot=current, restore_to=niced_from)
-    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    target = boot_nice(requested, current, soft, _capable_of_sys_nice())
-    if target is None:
+    plan = planned_boot_nice(requested)
+    if plan is None:
         return None
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, target)
+        os.setpriority(os.PRIO_PROCESS, 0, plan.boot)
     except OSError:
         return None
-    return BootPriority(boot=target, restore_to=current)
+    return plan

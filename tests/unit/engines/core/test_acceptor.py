@@ -9,6 +9,9 @@ import asyncio
 import errno
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -60,76 +63,83 @@ def test_a_busy_worker_still_accepts_but_only_after_the_delay() -> None:
     assert min(times) >= BUSY_ACCEPT_DELAY - 0.001
 
 
+@dataclass
+class Pending:
+    """One client waiting at a fresh acceptor on a fresh loop: what the tests below drive."""
+
+    loop: asyncio.AbstractEventLoop
+    acceptor: Acceptor
+    accepted: list[socket.socket]
+    busy: list[bool]
+
+    def run_until(self, done: Callable[[], object], timeout: float = 2) -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.loop.run_until_complete(asyncio.sleep(0.001))
+
+    def run_for(self, seconds: float) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+
+@contextmanager
+def one_pending(busy: bool, listener: socket.socket | None = None,
+                waits: list[asyncio.TimerHandle] | None = None) -> Iterator[Pending]:
+    """`waits` collects the busy waits the acceptor schedules."""
+    loop = asyncio.new_event_loop()
+    if waits is not None:
+        call_later = loop.call_later
+
+        def noting(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            handle = call_later(delay, callback, *args)
+            if delay == BUSY_ACCEPT_DELAY:
+                waits.append(handle)
+            return handle
+
+        loop.call_later = noting  # type: ignore[method-assign]
+    listener = listener or socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    state = [busy]
+    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
+                        lambda: True, lambda: state[0])
+    acceptor.resume()
+    peer = socket.create_connection(listener.getsockname())
+    try:
+        yield Pending(loop, acceptor, accepted, state)
+    finally:
+        acceptor.stop()
+        for each in [peer, *accepted]:
+            each.close()
+        listener.close()
+        loop.close()
+
+
 def test_room_ends_the_busy_wait_at_once() -> None:
     """A busy worker waiting out the delay takes the connection as soon as it is told
     it has room, not when the delay ends (waiting it out for every connection capped a
     busy worker at one accept per BUSY_ACCEPT_DELAY)."""
-    loop = asyncio.new_event_loop()
     waits: list[asyncio.TimerHandle] = []
-    call_later = loop.call_later
-
-    def noting(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        handle = call_later(delay, callback, *args)
-        if delay == BUSY_ACCEPT_DELAY:
-            waits.append(handle)
-        return handle
-
-    loop.call_later = noting  # type: ignore[method-assign]
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    busy = [True]
-    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
-                        lambda: True, lambda: busy[0])
-    acceptor.resume()
-    peer = socket.create_connection(listener.getsockname())
-    try:
-        deadline = time.monotonic() + 2
-        while not waits and time.monotonic() < deadline:
-            loop.run_until_complete(asyncio.sleep(0))
-        assert len(waits) == 1 and not accepted
-        busy[0] = False
-        acceptor.room()
-        while not accepted and time.monotonic() < deadline:
-            loop.run_until_complete(asyncio.sleep(0))
-        assert len(accepted) == 1
+    with one_pending(busy=True, waits=waits) as pending:
+        pending.run_until(lambda: waits)
+        assert len(waits) == 1 and not pending.accepted
+        pending.busy[0] = False
+        pending.acceptor.room()
+        pending.run_until(lambda: pending.accepted)
+        assert len(pending.accepted) == 1
         assert waits[0].cancelled()  # taken on room, not when the delay ran out
-    finally:
-        acceptor.stop()
-        for each in [peer, *accepted]:
-            each.close()
-        listener.close()
-        loop.close()
 
 
 def test_a_paused_acceptor_does_not_come_back_when_its_busy_wait_ends() -> None:
     """Parking pauses the acceptor; a busy wait under way must not resume it."""
-    loop = asyncio.new_event_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
-                        lambda: True, lambda: True)
-    acceptor.resume()
-    peer = socket.create_connection(listener.getsockname())
-    try:
-        loop.run_until_complete(asyncio.sleep(0.001))  # the busy wait begins
-        acceptor.pause()
-        loop.run_until_complete(asyncio.sleep(BUSY_ACCEPT_DELAY * 4))
-        assert not accepted
-        acceptor.resume()
-        deadline = time.monotonic() + 2
-        while not accepted and time.monotonic() < deadline:
-            loop.run_until_complete(asyncio.sleep(0.001))
-        assert len(accepted) == 1
-    finally:
-        acceptor.stop()
-        for each in [peer, *accepted]:
-            each.close()
-        listener.close()
-        loop.close()
+    with one_pending(busy=True) as pending:
+        pending.run_for(0.001)  # the busy wait begins
+        pending.acceptor.pause()
+        pending.run_for(BUSY_ACCEPT_DELAY * 4)
+        assert not pending.accepted
+        pending.acceptor.resume()
+        pending.run_until(lambda: pending.accepted)
+        assert len(pending.accepted) == 1
 
 
 class OutOfDescriptorsOnce(socket.socket):
@@ -150,33 +160,15 @@ def test_a_paused_acceptor_does_not_come_back_when_its_back_off_ends(
     """Out of descriptors, the acceptor backs off; parked meanwhile, the back-off's end
     must not resume it; resumed, it accepts once the back-off is over."""
     monkeypatch.setattr(acceptor_module, "RESOURCE_BACKOFF_TIMEOUT", 0.02)
-    loop = asyncio.new_event_loop()
-    listener = OutOfDescriptorsOnce()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    acceptor = Acceptor(loop, listener, lambda connection, *_: accepted.append(connection),
-                        lambda: True, lambda: False)
-    acceptor.resume()
-    peer = socket.create_connection(listener.getsockname())
-    try:
-        deadline = time.monotonic() + 2
-        while not OutOfDescriptorsOnce.failed and time.monotonic() < deadline:
-            loop.run_until_complete(asyncio.sleep(0.001))
-        assert OutOfDescriptorsOnce.failed and not accepted
-        acceptor.pause()
-        loop.run_until_complete(asyncio.sleep(0.1))  # the back-off ends meanwhile
-        assert not accepted
-        acceptor.resume()
-        while not accepted and time.monotonic() < deadline:
-            loop.run_until_complete(asyncio.sleep(0.001))
-        assert len(accepted) == 1
-    finally:
-        acceptor.stop()
-        for each in [peer, *accepted]:
-            each.close()
-        listener.close()
-        loop.close()
+    with one_pending(busy=False, listener=OutOfDescriptorsOnce()) as pending:
+        pending.run_until(lambda: OutOfDescriptorsOnce.failed)
+        assert OutOfDescriptorsOnce.failed and not pending.accepted
+        pending.acceptor.pause()
+        pending.run_for(0.1)  # the back-off ends meanwhile
+        assert not pending.accepted
+        pending.acceptor.resume()
+        pending.run_until(lambda: pending.accepted)
+        assert len(pending.accepted) == 1
 
 
 def accepted_addresses(family: socket.AddressFamily, bind: Any) -> tuple[Any, Any, Any, Any]:
