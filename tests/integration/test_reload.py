@@ -237,3 +237,24 @@ def test_twenty_reloads_leak_nothing(service_factory: Any, releases: Path) -> No
     assert fds_after == fds_before
     assert rss_after - rss_before < 2048, (rss_before, rss_after)  # KiB
     assert service.status()["generation"] == 22
+
+
+def test_reload_of_busy_threaded_workers_loses_no_request(service_factory: Any,
+                                                          releases: Path) -> None:
+    # More slow requests than threads: requests wait for a thread in every worker, so
+    # each worker's acceptor steps back (BUSY_ACCEPT_DELAY) and takes connections only
+    # as requests end (engines/core/acceptor.py). Fast clients, kept-alive and one
+    # connection per request, queue behind them through the reload: none may fail,
+    # and a busy new generation must still take the connections the old one leaves.
+    service = service_factory("--threads", "2")
+    service.wait_serving()
+    write_release(releases, "v2")
+    slow = Load(service.address, clients=6, keep_alive=True, path="/slow?s=0.2",
+                duration=30, max_requests=400, timeout=15).start()
+    wait_until(lambda: in_flight(service) > 4, message="more requests than threads in flight")
+    reply, samples = reload_under_load(service, releases, "v2")
+    slow_samples = slow.stop()
+    assert reply.ok, reply
+    assert_no_failures(samples, service)
+    assert [s for s in slow_samples if s.error] == []
+    assert versions(samples)[-1] == "v2" and versions(slow_samples)[-1] == "v2"
